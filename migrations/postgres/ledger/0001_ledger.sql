@@ -1,0 +1,94 @@
+-- The ledger database. Subject salts live in the separate key store, so a
+-- copy of this file never carries the keys that open its records.
+
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE tenants (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE,
+    role       TEXT    NOT NULL CHECK (role IN ('platform', 'auditor')),
+    -- BLAKE3 of the bearer key; the key itself is never stored.
+    key_hash   BYTEA    NOT NULL UNIQUE,
+    created_at BIGINT  NOT NULL
+);
+
+-- Each methodology version's exact text: past records keep pointing at the
+-- rules that computed them.
+CREATE TABLE methodologies (
+    version         TEXT    PRIMARY KEY,
+    digest          BYTEA    NOT NULL,
+    body            TEXT    NOT NULL,
+    first_loaded_at BIGINT  NOT NULL
+);
+
+-- Coarse records, sealed with the subject's key. `kind` and `day` are in
+-- the clear for retention and withdrawal; everything else is in `sealed`.
+CREATE TABLE records (
+    record_id   BYTEA    PRIMARY KEY,
+    tenant_id   BIGINT  NOT NULL REFERENCES tenants (id),
+    subject     BYTEA    NOT NULL,
+    kind        TEXT    NOT NULL,
+    day         BIGINT  NOT NULL,
+    key_version BIGINT  NOT NULL,
+    sealed      BYTEA    NOT NULL,
+    created_at  BIGINT  NOT NULL
+);
+CREATE INDEX records_by_subject ON records (tenant_id, subject, day, record_id);
+
+-- Accounting lines: credits now, redemptions later.
+CREATE TABLE ledger_entries (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id           BIGINT  NOT NULL REFERENCES tenants (id),
+    subject             BYTEA    NOT NULL,
+    record_id           BYTEA,
+    kind                TEXT    NOT NULL,
+    variant             TEXT    NOT NULL,
+    day                 BIGINT  NOT NULL,
+    month               BIGINT  NOT NULL,
+    reduction_mg        BIGINT  NOT NULL,
+    points              BIGINT  NOT NULL,
+    methodology_version TEXT    NOT NULL,
+    capped              BIGINT  NOT NULL,
+    created_at          BIGINT  NOT NULL
+);
+CREATE INDEX ledger_by_subject_day ON ledger_entries (tenant_id, subject, day);
+CREATE INDEX ledger_by_record ON ledger_entries (record_id);
+
+-- Keyed hashes of platforms' event ids with the receipt they produced, so a
+-- retry returns the original receipt.
+CREATE TABLE idempotency_keys (
+    tenant_id           BIGINT  NOT NULL,
+    event_key           BYTEA    NOT NULL,
+    subject             BYTEA    NOT NULL,
+    record_id           BYTEA    NOT NULL,
+    reduction_mg        BIGINT  NOT NULL,
+    points              BIGINT  NOT NULL,
+    methodology_version TEXT    NOT NULL,
+    capped              BIGINT  NOT NULL,
+    audit_seq           BIGINT  NOT NULL,
+    created_at          BIGINT  NOT NULL,
+    PRIMARY KEY (tenant_id, event_key)
+);
+
+-- The audit log. `entry` is the canonical encoding that is hashed;
+-- `tenant_id` and `subject_ref` copy fields of it for lookups.
+CREATE TABLE audit_log (
+    seq         BIGINT  PRIMARY KEY,
+    entry       BYTEA    NOT NULL,
+    chain_hash  BYTEA    NOT NULL,
+    tenant_id   BIGINT ,
+    subject_ref BYTEA
+);
+CREATE INDEX audit_by_subject ON audit_log (subject_ref);
+
+-- The chain head. Every write transaction locks this row first, which
+-- serializes appends across connections and servers.
+CREATE TABLE audit_head (
+    id         BIGINT  PRIMARY KEY CHECK (id = 1),
+    seq        BIGINT  NOT NULL,
+    chain_hash BYTEA    NOT NULL
+);
+INSERT INTO audit_head (id, seq, chain_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));

@@ -1,0 +1,179 @@
+//! `POST /v1/events`: one event, or `{"events": [...]}` with up to 1,000.
+//! Each event is parsed and minimized on its own, so a bad one is rejected
+//! with a problem naming its field while the others are recorded; the valid
+//! ones are recorded in one transaction.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::extract::{Caller, JsonBody};
+use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
+use crate::domain::{event_id_of, minimize, parse_event, scrub, Milligrams};
+use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt};
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Recorded,
+    Duplicate,
+    Rejected,
+}
+
+#[derive(Serialize)]
+struct ReceiptView {
+    /// Echoed from the request so the platform can match receipts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reduction_g: Option<Milligrams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methodology_version: Option<String>,
+    /// A daily cap reduced the credit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capped: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<Problem>,
+}
+
+impl ReceiptView {
+    fn accepted(event_id: Option<String>, status: Status, r: Receipt) -> Self {
+        Self {
+            event_id,
+            status,
+            record_id: Some(r.record_id.to_string()),
+            reduction_g: Some(r.reduction),
+            points: Some(r.points),
+            methodology_version: Some(r.methodology_version),
+            capped: Some(r.capped),
+            audit_seq: Some(r.audit_seq),
+            problem: None,
+        }
+    }
+
+    fn rejected(event_id: Option<String>, problem: Problem) -> Self {
+        Self {
+            event_id,
+            status: Status::Rejected,
+            record_id: None,
+            reduction_g: None,
+            points: None,
+            methodology_version: None,
+            capped: None,
+            audit_seq: None,
+            problem: Some(problem),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Receipts {
+    receipts: Vec<ReceiptView>,
+}
+
+/// Splits the body into events; `true` when it was a batch.
+fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
+    let Value::Object(mut map) = body else {
+        return Err(ApiError::Malformed(
+            "the body must be one event object or {\"events\": [...]}".into(),
+        ));
+    };
+    if !map.contains_key("events") {
+        return Ok((vec![Value::Object(map)], false));
+    }
+    if let Some(other) = map.keys().find(|k| *k != "events").cloned() {
+        let mut body = Value::Object(map);
+        scrub(&mut body);
+        return Err(crate::domain::FieldError::not_collected(format!("/{other}")).into());
+    }
+    match map.remove("events") {
+        Some(Value::Array(events)) if events.is_empty() => Err(ApiError::Malformed("the batch holds no events".into())),
+        Some(Value::Array(mut events)) if events.len() > MAX_BATCH_EVENTS => {
+            events.iter_mut().for_each(scrub);
+            Err(ApiError::TooLarge(format!(
+                "a batch holds at most {MAX_BATCH_EVENTS} events; split it"
+            )))
+        }
+        Some(Value::Array(events)) => Ok((events, true)),
+        _ => Err(crate::domain::FieldError::invalid("/events", "must be an array of events").into()),
+    }
+}
+
+pub async fn post_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let (events, batch) = events_of(body)?;
+    let methodology = &state.policies.methodology;
+    let now = state.store.now();
+
+    // Each slot is either an index into `items` or a rejection.
+    let mut slots: Vec<(Option<String>, Result<usize, Problem>)> = Vec::with_capacity(events.len());
+    let mut items = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        let echo = event_id_of(&event);
+        let prefix = if batch {
+            format!("/events/{index}")
+        } else {
+            String::new()
+        };
+        let parsed = parse_event(event).and_then(|raw| {
+            let record = minimize(&raw, methodology, now)?;
+            Ok(IngestItem {
+                event_id: raw.event_id,
+                subject: raw.subject,
+                record,
+            })
+        });
+        match parsed {
+            Ok(item) => {
+                slots.push((echo, Ok(items.len())));
+                items.push(item);
+            }
+            Err(field) => slots.push((echo, Err(Problem::for_field(&field, &prefix)))),
+        }
+    }
+
+    if !batch {
+        if let Some((_, Err(problem))) = slots.first() {
+            return Ok(problem.clone().into_response());
+        }
+    }
+
+    let outcomes = state
+        .store
+        .ingest(&caller.access(Purpose::Accounting), items, methodology)
+        .await?;
+    let mut any_recorded = false;
+    let receipts = slots
+        .into_iter()
+        .map(|(echo, slot)| match slot {
+            Ok(i) => match outcomes[i].clone() {
+                IngestOutcome::Recorded(r) => {
+                    any_recorded = true;
+                    ReceiptView::accepted(echo, Status::Recorded, r)
+                }
+                IngestOutcome::Duplicate(r) => ReceiptView::accepted(echo, Status::Duplicate, r),
+            },
+            Err(problem) => ReceiptView::rejected(echo, problem),
+        })
+        .collect();
+    // A single new event is "201 Created"; batches and retries answer 200
+    // with a receipt per event.
+    let status = if !batch && any_recorded {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &Receipts { receipts }))
+}

@@ -1,0 +1,96 @@
+//! The HTTP API: routing, authentication, request logging and thin handlers
+//! that call the domain and the access layer.
+
+mod events;
+mod extract;
+mod meta;
+pub mod problem;
+mod subjects;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use crate::policy::PolicySet;
+use crate::store::Store;
+pub use problem::{ApiError, Problem};
+
+/// The largest request body accepted: a full batch of 1,000 events fits
+/// with room to spare.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// The most events one request may carry.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub policies: Arc<PolicySet>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/subjects/{id}/account", get(subjects::account))
+        .route("/v1/subjects/{id}/records", get(subjects::records))
+        .route("/v1/methodology", get(meta::methodology))
+        .route("/healthz", get(meta::healthz))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(catch_panic))
+        .with_state(state)
+}
+
+/// Logs each request by its route template, never its path: paths carry
+/// subject ids.
+async fn log_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", |m| m.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// A panic in a handler becomes a 500 problem instead of a dropped
+/// connection. The transaction it was in is rolled back on drop.
+async fn catch_panic(request: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => ApiError::Internal("handler panicked".into()).into_response(),
+    }
+}
+
+/// A JSON response with a status.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => ApiError::Internal(format!("response serialization: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,157 @@
+//! One error type for the HTTP API. Every error leaves as RFC 9457 problem
+//! JSON that says what was wrong; internal causes are logged, never
+//! returned, and no error text carries a subject id or a refused value.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::{FieldError, FieldProblem};
+use crate::store::StoreError;
+
+/// A problem document (RFC 9457).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// JSON Pointer to the offending field of the request, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:carbon-ledger:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// The problem for one refused field; `prefix` locates the event in a batch.
+    pub fn for_field(err: &FieldError, prefix: &str) -> Self {
+        let (slug, title) = match err.problem {
+            FieldProblem::NotCollected => ("field-not-collected", "Field not collected"),
+            FieldProblem::Missing => ("missing-field", "Missing field"),
+            FieldProblem::Invalid(_) => ("invalid-field", "Invalid field"),
+        };
+        let field = format!("{prefix}{}", err.field);
+        let detail = FieldError {
+            field: field.clone(),
+            problem: err.problem.clone(),
+        }
+        .message();
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, serde_json::to_vec(&self).unwrap_or_default()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("invalid field")]
+    Field(FieldError),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            ApiError::Unauthorized => Problem::new(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "a valid API key is required: send it as 'Authorization: Bearer <key>'",
+            ),
+            ApiError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
+            ApiError::NotFound(what) => Problem::new(S::NOT_FOUND, "not-found", "Not found", what.clone()),
+            ApiError::MethodNotAllowed => Problem::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "this route does not accept that method"),
+            ApiError::Malformed(why) => Problem::new(S::BAD_REQUEST, "malformed-request", "Malformed request", why.clone()),
+            ApiError::Field(err) => Problem::for_field(err, ""),
+            ApiError::TooLarge(why) => Problem::new(S::PAYLOAD_TOO_LARGE, "too-large", "Request too large", why.clone()),
+            ApiError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
+            ApiError::Store(e) => match e {
+                StoreError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
+                StoreError::SubjectNotFound => Problem::new(S::NOT_FOUND, "subject-not-found", "Subject not found", "no data is held on this subject for this platform"),
+                StoreError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
+                StoreError::Invalid(why) => Problem::new(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", why.clone()),
+                StoreError::Integrity => Problem::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "record-integrity",
+                    "Record integrity failure",
+                    "a stored record failed its integrity check; nothing was returned and the operator has been alerted",
+                ),
+                StoreError::Database(sqlx::Error::PoolTimedOut) => Problem::new(S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "the database is busy; retry shortly"),
+                _ => internal(),
+            },
+            ApiError::Internal(_) => internal(),
+        }
+    }
+}
+
+fn internal() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the request failed inside the service; nothing was committed",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            // The cause goes to the operator's log, not to the client.
+            tracing::error!(error = %self, "request failed");
+        }
+        problem.into_response()
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Field(e)
+    }
+}

@@ -1,0 +1,54 @@
+//! A platform's view of one of its users: account totals and coarse records.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::extract::{Caller, Subject};
+use super::{json, ApiError, AppState};
+use crate::store::{parse_cursor, Purpose};
+
+pub async fn account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+) -> Result<Response, ApiError> {
+    let account = state
+        .store
+        .account(&caller.access(Purpose::Accounting), &subject)
+        .await?;
+    Ok(json(StatusCode::OK, &account))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn records(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    query: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            Some(parse_cursor(c).ok_or_else(|| ApiError::Malformed("cursor is not one this service issued".into()))?)
+        }
+    };
+    let page = state
+        .store
+        .records(
+            &caller.access(Purpose::Accounting),
+            &subject,
+            query.limit.unwrap_or(50),
+            cursor,
+        )
+        .await?;
+    Ok(json(StatusCode::OK, &page))
+}

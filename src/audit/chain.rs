@@ -1,0 +1,177 @@
+//! The hash chain over audit entries.
+//!
+//! ```text
+//! leaf(e)      = BLAKE3(0x00 || encode(e))
+//! chain(0)     = 32 zero bytes
+//! chain(n)     = BLAKE3-derive-key("carbon-ledger 2026 audit chain v1", chain(n-1) || leaf(e_n))
+//! ```
+//!
+//! Leaves use the RFC 6962 leaf prefix so the same leaf hashes can feed a
+//! Merkle tree; the chain uses its own derived-key context so a chain value
+//! can never be confused with a leaf or a tree node.
+
+use super::entry::AuditEntry;
+
+pub const GENESIS: [u8; 32] = [0; 32];
+
+pub fn leaf_hash(entry_bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x00]);
+    h.update(entry_bytes);
+    *h.finalize().as_bytes()
+}
+
+pub fn chain_hash(prev: &[u8; 32], leaf: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("carbon-ledger 2026 audit chain v1");
+    h.update(prev);
+    h.update(leaf);
+    *h.finalize().as_bytes()
+}
+
+/// The first entry that does not verify, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("audit entry {seq}: {reason}")]
+pub struct VerifyError {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Checks stored entries one by one, in sequence order, without holding the
+/// log in memory.
+pub struct ChainVerifier {
+    next_seq: u64,
+    prev: [u8; 32],
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self {
+            next_seq: 1,
+            prev: GENESIS,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next stored row: its position, its encoding and its chain
+    /// hash.
+    pub fn push(
+        &mut self,
+        stored_seq: i64,
+        entry_bytes: &[u8],
+        stored_chain: &[u8],
+    ) -> Result<AuditEntry, VerifyError> {
+        let expected = self.next_seq;
+        let fail = |reason: String| VerifyError { seq: expected, reason };
+        if stored_seq != expected as i64 {
+            return Err(fail(if stored_seq > expected as i64 {
+                format!("missing (the log continues at entry {stored_seq})")
+            } else {
+                format!("out of order (found entry {stored_seq})")
+            }));
+        }
+        let entry = AuditEntry::decode(entry_bytes).map_err(|e| fail(e.to_string()))?;
+        if entry.seq != expected {
+            return Err(fail(format!("its contents claim position {}", entry.seq)));
+        }
+        let chain = chain_hash(&self.prev, &leaf_hash(entry_bytes));
+        if chain.as_slice() != stored_chain {
+            return Err(fail(
+                "contents do not match the hash chain (altered, or an earlier entry was)".into(),
+            ));
+        }
+        self.prev = chain;
+        self.next_seq += 1;
+        Ok(entry)
+    }
+
+    /// Checks that the log ends where the head says it does.
+    pub fn finish(self, head_seq: i64, head_hash: &[u8]) -> Result<Checked, VerifyError> {
+        let last = self.next_seq - 1;
+        if head_seq != last as i64 || head_hash != self.prev.as_slice() {
+            return Err(VerifyError {
+                seq: last + 1,
+                reason: format!("the log ends after entry {last} but its head records entry {head_seq}: entries were removed from the tail or the head was altered"),
+            });
+        }
+        Ok(Checked {
+            entries: last,
+            head: self.prev,
+        })
+    }
+
+    /// The chain value after the entries pushed so far.
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        (self.next_seq - 1, self.prev)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub entries: u64,
+    pub head: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry::tests::samples;
+
+    fn stored() -> Vec<(i64, Vec<u8>, [u8; 32])> {
+        let mut prev = GENESIS;
+        samples()
+            .into_iter()
+            .map(|e| {
+                let bytes = e.encode();
+                prev = chain_hash(&prev, &leaf_hash(&bytes));
+                (e.seq as i64, bytes, prev)
+            })
+            .collect()
+    }
+
+    fn verify(rows: &[(i64, Vec<u8>, [u8; 32])], head: (i64, [u8; 32])) -> Result<Checked, VerifyError> {
+        let mut v = ChainVerifier::default();
+        for (seq, bytes, chain) in rows {
+            v.push(*seq, bytes, chain)?;
+        }
+        v.finish(head.0, &head.1)
+    }
+
+    #[test]
+    fn intact_log_verifies() {
+        let rows = stored();
+        let head = (rows.len() as i64, rows.last().unwrap().2);
+        assert_eq!(verify(&rows, head).unwrap().entries, rows.len() as u64);
+    }
+
+    #[test]
+    fn every_single_byte_change_is_caught_at_its_entry() {
+        let rows = stored();
+        let head = (rows.len() as i64, rows.last().unwrap().2);
+        for i in 0..rows.len() {
+            for byte in 0..rows[i].1.len() {
+                let mut bad = rows.clone();
+                bad[i].1[byte] ^= 0x01;
+                assert_eq!(
+                    verify(&bad, head).unwrap_err().seq,
+                    i as u64 + 1,
+                    "entry {i} byte {byte}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deletion_swap_and_truncation_are_caught() {
+        let rows = stored();
+        let head = (rows.len() as i64, rows.last().unwrap().2);
+        let mut deleted = rows.clone();
+        deleted.remove(2);
+        assert_eq!(verify(&deleted, head).unwrap_err().seq, 3);
+        let mut swapped = rows.clone();
+        swapped.swap(1, 2);
+        assert_eq!(verify(&swapped, head).unwrap_err().seq, 2);
+        let truncated = &rows[..3];
+        assert_eq!(verify(truncated, head).unwrap_err().seq, 4);
+    }
+}

@@ -1,0 +1,320 @@
+//! Canonical binary encoding of an audit entry, version 1.
+//!
+//! ```text
+//! entry   = version:u8(=1) seq:u64 at:i64 actor:i64 tag:u8 body
+//! string  = len:u16 utf8-bytes
+//! body    = per tag, fields in the order of the enum below
+//! ```
+//!
+//! Integers are big-endian; `actor` 0 is the operator (a command run on the
+//! server). Decoding is strict: trailing bytes, unknown tags or versions are
+//! errors, so one entry has exactly one encoding.
+
+use crate::crypto::AuditRef;
+use crate::domain::{Day, Role, TenantId};
+
+const VERSION: u8 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// Unix seconds when the entry was appended.
+    pub at: i64,
+    /// The acting tenant; `None` for the operator.
+    pub actor: Option<TenantId>,
+    pub action: Action,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadScope {
+    Account,
+    Records,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Policies were loaded (at start-up): their digest and methodology.
+    PolicyLoaded {
+        digest: [u8; 32],
+        methodology_version: String,
+    },
+    TenantCreated {
+        tenant: TenantId,
+        role: Role,
+        name: String,
+    },
+    /// A behaviour was recorded with the credit it earned.
+    RecordWritten {
+        subject: AuditRef,
+        record_id: [u8; 16],
+        kind: String,
+        variant: Option<String>,
+        day: Day,
+        reduction_mg: i64,
+        points: i64,
+        methodology_version: String,
+        capped: bool,
+    },
+    /// Personal data was read.
+    SubjectRead {
+        subject: AuditRef,
+        scope: ReadScope,
+        items: u32,
+    },
+}
+
+impl Action {
+    fn tag(&self) -> u8 {
+        match self {
+            Action::PolicyLoaded { .. } => 1,
+            Action::TenantCreated { .. } => 2,
+            Action::RecordWritten { .. } => 3,
+            Action::SubjectRead { .. } => 4,
+        }
+    }
+
+    /// The subject an entry concerns, if any.
+    pub fn subject(&self) -> Option<&AuditRef> {
+        match self {
+            Action::RecordWritten { subject, .. } | Action::SubjectRead { subject, .. } => Some(subject),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed entry encoding: {0}")]
+pub struct DecodeError(&'static str);
+
+impl AuditEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(96);
+        w.push(VERSION);
+        w.extend_from_slice(&self.seq.to_be_bytes());
+        w.extend_from_slice(&self.at.to_be_bytes());
+        w.extend_from_slice(&self.actor.map_or(0, TenantId::get).to_be_bytes());
+        w.push(self.action.tag());
+        match &self.action {
+            Action::PolicyLoaded {
+                digest,
+                methodology_version,
+            } => {
+                w.extend_from_slice(digest);
+                put_str(&mut w, methodology_version);
+            }
+            Action::TenantCreated { tenant, role, name } => {
+                w.extend_from_slice(&tenant.get().to_be_bytes());
+                w.push(role.to_code());
+                put_str(&mut w, name);
+            }
+            Action::RecordWritten {
+                subject,
+                record_id,
+                kind,
+                variant,
+                day,
+                reduction_mg,
+                points,
+                methodology_version,
+                capped,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(record_id);
+                put_str(&mut w, kind);
+                put_str(&mut w, variant.as_deref().unwrap_or(""));
+                w.extend_from_slice(&day.days().to_be_bytes());
+                w.extend_from_slice(&reduction_mg.to_be_bytes());
+                w.extend_from_slice(&points.to_be_bytes());
+                put_str(&mut w, methodology_version);
+                w.push(u8::from(*capped));
+            }
+            Action::SubjectRead { subject, scope, items } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.push(match scope {
+                    ReadScope::Account => 1,
+                    ReadScope::Records => 2,
+                });
+                w.extend_from_slice(&items.to_be_bytes());
+            }
+        }
+        w
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        if r.u8()? != VERSION {
+            return Err(DecodeError("unknown version"));
+        }
+        let seq = r.u64()?;
+        let at = r.i64()?;
+        let actor = match r.i64()? {
+            0 => None,
+            id => Some(TenantId::new(id)),
+        };
+        let action = match r.u8()? {
+            1 => Action::PolicyLoaded {
+                digest: r.array()?,
+                methodology_version: r.string()?,
+            },
+            2 => Action::TenantCreated {
+                tenant: TenantId::new(r.i64()?),
+                role: Role::from_audit_code(r.u8()?).ok_or(DecodeError("unknown role"))?,
+                name: r.string()?,
+            },
+            3 => Action::RecordWritten {
+                subject: AuditRef::from_bytes(r.array()?),
+                record_id: r.array()?,
+                kind: r.string()?,
+                variant: Some(r.string()?).filter(|v| !v.is_empty()),
+                day: Day::from_days(i64::from(r.i32()?)).ok_or(DecodeError("day out of range"))?,
+                reduction_mg: r.i64()?,
+                points: r.i64()?,
+                methodology_version: r.string()?,
+                capped: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("flag is not 0 or 1")),
+                },
+            },
+            4 => Action::SubjectRead {
+                subject: AuditRef::from_bytes(r.array()?),
+                scope: match r.u8()? {
+                    1 => ReadScope::Account,
+                    2 => ReadScope::Records,
+                    _ => return Err(DecodeError("unknown read scope")),
+                },
+                items: r.u32()?,
+            },
+            _ => return Err(DecodeError("unknown action tag")),
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(Self { seq, at, actor, action })
+    }
+}
+
+fn put_str(w: &mut Vec<u8>, s: &str) {
+    // Strings in entries are policy names and versions: short by validation.
+    let len = u16::try_from(s.len()).expect("audit strings are shorter than 64 KiB");
+    w.extend_from_slice(&len.to_be_bytes());
+    w.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = u16::from_be_bytes(self.array()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn samples() -> Vec<AuditEntry> {
+        let subject = AuditRef::from_bytes([5; 16]);
+        let actions = vec![
+            Action::PolicyLoaded {
+                digest: [1; 32],
+                methodology_version: "v1".into(),
+            },
+            Action::TenantCreated {
+                tenant: TenantId::new(3),
+                role: Role::Auditor,
+                name: "city".into(),
+            },
+            Action::RecordWritten {
+                subject,
+                record_id: [2; 16],
+                kind: "transit_ride".into(),
+                variant: Some("bus".into()),
+                day: Day::from_days(19_929).unwrap(),
+                reduction_mg: 80_000,
+                points: 10,
+                methodology_version: "v1".into(),
+                capped: false,
+            },
+            Action::RecordWritten {
+                subject,
+                record_id: [3; 16],
+                kind: "clean_plate".into(),
+                variant: None,
+                day: Day::from_days(19_929).unwrap(),
+                reduction_mg: 0,
+                points: 0,
+                methodology_version: "v1".into(),
+                capped: true,
+            },
+            Action::SubjectRead {
+                subject,
+                scope: ReadScope::Records,
+                items: 7,
+            },
+        ];
+        actions
+            .into_iter()
+            .enumerate()
+            .map(|(i, action)| AuditEntry {
+                seq: i as u64 + 1,
+                at: 1_721_900_000,
+                actor: Some(TenantId::new(1)),
+                action,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_every_action() {
+        for entry in samples() {
+            assert_eq!(AuditEntry::decode(&entry.encode()).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn decoding_is_strict() {
+        let bytes = samples()[2].encode();
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(AuditEntry::decode(&trailing).is_err());
+        assert!(AuditEntry::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut version = bytes.clone();
+        version[0] = 2;
+        assert!(AuditEntry::decode(&version).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! The command line: `serve`, `migrate`, `tenant add`, `audit verify`,
+//! `policy check`. Global options each have an environment variable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::AppState;
+use crate::clock::SystemClock;
+use crate::crypto::RootKey;
+use crate::domain::Role;
+use crate::policy::PolicySet;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "carbon-ledger",
+    version,
+    about = "Privacy-preserving accounting for personal carbon accounts"
+)]
+pub struct Cli {
+    /// Where the embedded database and the root key live.
+    #[arg(long, global = true, env = "CARBON_LEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// sqlite://PATH or postgres://... [default: sqlite://<data-dir>/ledger.db]
+    #[arg(long, global = true, env = "CARBON_LEDGER_DATABASE_URL")]
+    pub database: Option<String>,
+    /// A directory of policy files [default: the policies compiled into the binary]
+    #[arg(long, global = true, env = "CARBON_LEDGER_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// The 32-byte root key, as 64 hex characters [default: <data-dir>/root.key, created if missing]
+    #[arg(long, global = true, env = "CARBON_LEDGER_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (migrates first).
+    Serve {
+        #[arg(long, env = "CARBON_LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage tenants (platforms and auditors).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Audit log operations.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy file operations.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Add a tenant; prints its new API key as the last line of stdout.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Platform,
+    Auditor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit hash chain; names the first bad entry.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policy files and print their digest.
+    Check,
+}
+
+impl Cli {
+    fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ledger.db").display()))
+    }
+
+    /// Creates the data directory readable by its owner only: it holds the
+    /// databases and, by default, the root key.
+    fn ensure_data_dir(&self) -> Result<(), String> {
+        if self.data_dir.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot restrict {}: {e}", self.data_dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn root_key(&self) -> Result<RootKey, String> {
+        self.ensure_data_dir()?;
+        let path = self
+            .root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("root.key"));
+        let (key, created) = RootKey::load_or_create(&path).map_err(|e| e.to_string())?;
+        if created {
+            tracing::warn!(
+                path = %path.display(),
+                "created a new root key; production deployments must supply their own (--root-key-file) and back it up: \
+                 without it every record is unreadable"
+            );
+        }
+        Ok(key)
+    }
+
+    fn policies(&self) -> Result<PolicySet, String> {
+        PolicySet::load(self.policies.as_deref()).map_err(|e| format!("policy files: {e}"))
+    }
+
+    async fn store(&self) -> Result<Store, String> {
+        let root = self.root_key()?;
+        Store::open(&self.database_url(), root, Arc::new(SystemClock))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match execute(&cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: &Cli) -> Result<ExitCode, String> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let policies = cli.policies()?;
+            let store = cli.store().await?;
+            store.record_policy_load(&policies).await.map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%addr, engine = ?store.engine(), methodology = %policies.methodology.version, "listening on http://{addr}");
+            let state = AppState {
+                store: Arc::new(store),
+                policies: Arc::new(policies),
+            };
+            let store = state.store.clone();
+            crate::server::serve(listener, state, crate::server::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+        }
+        Command::Migrate => {
+            let store = cli.store().await?;
+            println!("database schema is up to date ({:?})", store.engine());
+            store.close().await;
+        }
+        Command::Tenant {
+            command: TenantCommand::Add { name, role },
+        } => {
+            let store = cli.store().await?;
+            let role = match role {
+                RoleArg::Platform => Role::Platform,
+                RoleArg::Auditor => Role::Auditor,
+            };
+            let (id, key) = store.add_tenant(name, role).await.map_err(|e| e.to_string())?;
+            println!(
+                "tenant {name} (id {id}, role {}) created; its API key is shown only now:",
+                role.as_str()
+            );
+            println!("{}", key.expose());
+            store.close().await;
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = cli.store().await?;
+            let check = store.verify_audit().await.map_err(|e| e.to_string())?;
+            store.close().await;
+            match check {
+                Ok(checked) => println!(
+                    "audit log verified: {} entries checked, head {}",
+                    checked.entries,
+                    hex::encode(checked.head)
+                ),
+                Err(e) => {
+                    println!("audit log verification FAILED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Check,
+        } => {
+            let policies = cli.policies()?;
+            let m = &policies.methodology;
+            println!("policies ({}) are valid", policies.source);
+            println!(
+                "methodology {} with {} kinds: {}",
+                m.version,
+                m.kinds.len(),
+                m.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            println!("digest {}", policies.digest);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,179 @@
+//! The two storage engines. Queries are shared (runtime SQL through sqlx's
+//! `Any` driver, `$n` placeholders, which both engines accept); what differs
+//! per engine lives here: how to connect, the migrations, where the key
+//! store is, and how a write transaction begins.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use super::StoreError;
+
+static SQLITE_LEDGER: Migrator = sqlx::migrate!("migrations/sqlite/ledger");
+static SQLITE_KEYS: Migrator = sqlx::migrate!("migrations/sqlite/keys");
+static POSTGRES_LEDGER: Migrator = sqlx::migrate!("migrations/postgres/ledger");
+static POSTGRES_KEYS: Migrator = sqlx::migrate!("migrations/postgres/keys");
+
+/// The PostgreSQL schema holding the key store.
+const KEYSTORE_SCHEMA: &str = "keystore";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The embedded default: `ledger.db` and `keys.db` in the data directory.
+    Sqlite,
+    /// Production: ledger tables in the default schema, keys in `keystore`.
+    Postgres,
+}
+
+impl Engine {
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Engine::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "the database URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// SQLite takes its write lock at the start of a write transaction, so
+    /// two writers never deadlock upgrading read locks.
+    pub(super) fn begin_write(self) -> Option<&'static str> {
+        match self {
+            Engine::Sqlite => Some("BEGIN IMMEDIATE"),
+            Engine::Postgres => None,
+        }
+    }
+}
+
+pub(super) struct Pools {
+    pub engine: Engine,
+    pub ledger: AnyPool,
+    pub keys: AnyPool,
+}
+
+pub(super) async fn connect(url: &str) -> Result<Pools, StoreError> {
+    sqlx::any::install_default_drivers();
+    let engine = Engine::of_url(url)?;
+    let pools = match engine {
+        Engine::Sqlite => {
+            let ledger_path = sqlite_path(url)?;
+            if let Some(dir) = ledger_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let keys_path = key_store_path(&ledger_path);
+            Pools {
+                engine,
+                ledger: sqlite_pool(&ledger_path).await?,
+                keys: sqlite_pool(&keys_path).await?,
+            }
+        }
+        Engine::Postgres => {
+            let options: AnyConnectOptions = url.parse()?;
+            let ledger = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await?;
+            ledger
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {KEYSTORE_SCHEMA}").as_str())
+                .await?;
+            let keys = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(format!("SET search_path TO {KEYSTORE_SCHEMA}").as_str())
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+            Pools { engine, ledger, keys }
+        }
+    };
+    let (ledger_migrations, key_migrations) = match engine {
+        Engine::Sqlite => (&SQLITE_LEDGER, &SQLITE_KEYS),
+        Engine::Postgres => (&POSTGRES_LEDGER, &POSTGRES_KEYS),
+    };
+    ledger_migrations.run(&pools.ledger).await?;
+    key_migrations.run(&pools.keys).await?;
+    Ok(pools)
+}
+
+fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(StoreError::Config(
+            "the SQLite URL must name a file, e.g. sqlite://data/ledger.db".into(),
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `keys.db` beside `ledger.db` (or `<name>-keys.db` beside `<name>.db`).
+pub fn key_store_path(ledger: &Path) -> PathBuf {
+    let stem = ledger.file_stem().and_then(|s| s.to_str()).unwrap_or("ledger");
+    let name = if stem == "ledger" {
+        "keys.db".to_owned()
+    } else {
+        format!("{stem}-keys.db")
+    };
+    ledger.with_file_name(name)
+}
+
+async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL for concurrent readers; FULL sync so a 2xx survives power
+                // loss; secure_delete so purged rows do not linger in free pages.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                     PRAGMA busy_timeout = 10000; PRAGMA secure_delete = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_store_sits_beside_the_ledger() {
+        assert_eq!(
+            key_store_path(Path::new("data/ledger.db")),
+            PathBuf::from("data/keys.db")
+        );
+        assert_eq!(
+            key_store_path(Path::new("/x/other.db")),
+            PathBuf::from("/x/other-keys.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite://data/ledger.db?mode=rwc").unwrap(),
+            PathBuf::from("data/ledger.db")
+        );
+        assert!(sqlite_path("sqlite::memory:").is_err());
+        assert!(Engine::of_url("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,387 @@
+//! Recording a batch of minimized events: one transaction for the whole
+//! batch, a handful of statements whatever its size (the round trips, not
+//! the crypto, decide throughput).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::sql::{insert_rows, placeholders, Arg};
+use super::{Access, Store, StoreError};
+use crate::audit::Action;
+use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, CURRENT_KEY_VERSION};
+use crate::domain::{CoarseRecord, DailyUsage, Day, EventId, Methodology, Milligrams, SubjectId};
+
+/// One valid event, minimized, ready to be recorded.
+#[derive(Debug)]
+pub struct IngestItem {
+    pub event_id: EventId,
+    pub subject: SubjectId,
+    pub record: CoarseRecord,
+}
+
+/// A record's id: 48 bits of milliseconds (so ids sort by creation within a
+/// day) and 80 random bits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId(pub [u8; 16]);
+
+impl RecordId {
+    fn generate(now: OffsetDateTime) -> Self {
+        let mut id: [u8; 16] = random_bytes();
+        let ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+        id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        Self(id)
+    }
+
+    pub fn parse(hex_id: &str) -> Option<Self> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(hex_id, &mut id).ok()?;
+        Some(Self(id))
+    }
+
+    pub(super) fn from_stored(bytes: &[u8]) -> Result<Self, StoreError> {
+        Ok(Self(bytes.try_into().map_err(|_| {
+            StoreError::Corrupt("record id is not 16 bytes".into())
+        })?))
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordId({self})")
+    }
+}
+
+/// What recording an event produced; a retry returns the same values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub record_id: RecordId,
+    pub reduction: Milligrams,
+    pub points: i64,
+    pub methodology_version: String,
+    pub capped: bool,
+    /// The audit entry that records it.
+    pub audit_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Recorded(Receipt),
+    /// The platform sent this event id before; the original receipt.
+    Duplicate(Receipt),
+}
+
+type DayKey = (Pseudonym, Day, String);
+
+/// Credited events and milligrams per subject, day, kind (and variant).
+#[derive(Default)]
+struct Usage {
+    kinds: HashMap<DayKey, (i64, i64)>,
+    variants: HashMap<(DayKey, String), (i64, i64)>,
+}
+
+impl Usage {
+    fn of(&self, key: &DayKey, variant: &str) -> DailyUsage {
+        let (kind_events, kind_mg) = self.kinds.get(key).copied().unwrap_or_default();
+        let (variant_events, variant_mg) = self
+            .variants
+            .get(&(key.clone(), variant.to_owned()))
+            .copied()
+            .unwrap_or_default();
+        DailyUsage {
+            kind_events,
+            kind_mg,
+            variant_events,
+            variant_mg,
+        }
+    }
+
+    fn add(&mut self, key: DayKey, variant: String, events: i64, mg: i64) {
+        let k = self.kinds.entry(key.clone()).or_default();
+        k.0 += events;
+        k.1 += mg;
+        let v = self.variants.entry((key, variant)).or_default();
+        v.0 += events;
+        v.1 += mg;
+    }
+}
+
+impl Store {
+    /// Records a batch. Every item is either recorded or recognized as a
+    /// duplicate; all of it commits or none of it does.
+    pub async fn ingest(
+        &self,
+        access: &Access,
+        items: Vec<IngestItem>,
+        methodology: &Methodology,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let tenant = access.require_platform("record behaviours")?;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        // External ids end here: from now on only pseudonyms and event keys.
+        let items: Vec<(Pseudonym, EventKey, CoarseRecord)> = items
+            .into_iter()
+            .map(|item| {
+                let pseudonym = self.pseudonyms.pseudonymize(tenant, &item.subject);
+                (
+                    pseudonym,
+                    self.pseudonyms.event_key(tenant, &item.event_id),
+                    item.record,
+                )
+            })
+            .collect();
+        let subjects: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
+        let salts = self.salts_for(&subjects, now.unix_timestamp()).await?;
+
+        let mut w = self.begin_write().await?;
+        let mut seen = self.known_receipts(&mut w, tenant.get(), &items).await?;
+        let mut usage = self.usage(&mut w, tenant.get(), &items).await?;
+
+        let mut outcomes = Vec::with_capacity(items.len());
+        let (mut records, mut ledger, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        for (subject, event_key, record) in items {
+            if let Some(receipt) = seen.get(&event_key) {
+                outcomes.push(IngestOutcome::Duplicate(receipt.clone()));
+                continue;
+            }
+            let day_key = (subject, record.day(), record.kind().to_owned());
+            let variant = record.variant().unwrap_or("").to_owned();
+            let assessment = methodology
+                .assess(&record, &usage.of(&day_key, &variant))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "kind {} is not in methodology {}",
+                        record.kind(),
+                        methodology.version
+                    ))
+                })?;
+            usage.add(day_key, variant.clone(), 1, assessment.reduction.0);
+
+            let salt = salts
+                .get(&subject)
+                .ok_or_else(|| StoreError::Corrupt("salt missing after creation".into()))?;
+            let keys_of_subject = self.root.subject_keys(salt, CURRENT_KEY_VERSION);
+            let record_id = RecordId::generate(now);
+            let aad = RecordAad {
+                record_id: &record_id.0,
+                subject: &subject,
+                key_version: CURRENT_KEY_VERSION,
+            };
+            let sealed = seal(&keys_of_subject, &aad, &record.encode());
+            let audit_seq = w.append(
+                Some(tenant),
+                Action::RecordWritten {
+                    subject: keys_of_subject.audit_ref,
+                    record_id: record_id.0,
+                    kind: record.kind().to_owned(),
+                    variant: record.variant().map(str::to_owned),
+                    day: record.day(),
+                    reduction_mg: assessment.reduction.0,
+                    points: assessment.points,
+                    methodology_version: methodology.version.clone(),
+                    capped: assessment.capped,
+                },
+            );
+            let receipt = Receipt {
+                record_id,
+                reduction: assessment.reduction,
+                points: assessment.points,
+                methodology_version: methodology.version.clone(),
+                capped: assessment.capped,
+                audit_seq,
+            };
+            let (t, s, r, at) = (tenant.get(), subject.as_bytes().to_vec(), record_id.0.to_vec(), w.at);
+            records.push(vec![
+                Arg::Blob(r.clone()),
+                Arg::Int(t),
+                Arg::Blob(s.clone()),
+                Arg::Text(record.kind().to_owned()),
+                Arg::Int(record.day().days().into()),
+                Arg::Int(CURRENT_KEY_VERSION.into()),
+                Arg::Blob(sealed),
+                Arg::Int(at),
+            ]);
+            ledger.push(vec![
+                Arg::Int(t),
+                Arg::Blob(s.clone()),
+                Arg::Blob(r.clone()),
+                Arg::Text(record.kind().to_owned()),
+                Arg::Text(variant),
+                Arg::Int(record.day().days().into()),
+                Arg::Int(record.day().month().into()),
+                Arg::Int(receipt.reduction.0),
+                Arg::Int(receipt.points),
+                Arg::Text(receipt.methodology_version.clone()),
+                Arg::Int(receipt.capped.into()),
+                Arg::Int(at),
+            ]);
+            keys.push(vec![
+                Arg::Int(t),
+                Arg::Blob(event_key.as_bytes().to_vec()),
+                Arg::Blob(s),
+                Arg::Blob(r),
+                Arg::Int(receipt.reduction.0),
+                Arg::Int(receipt.points),
+                Arg::Text(receipt.methodology_version.clone()),
+                Arg::Int(receipt.capped.into()),
+                Arg::Int(audit_seq as i64),
+                Arg::Int(at),
+            ]);
+            seen.insert(event_key, receipt.clone());
+            outcomes.push(IngestOutcome::Recorded(receipt));
+        }
+
+        let conn = w.conn();
+        insert_rows(
+            conn,
+            "records",
+            &[
+                "record_id",
+                "tenant_id",
+                "subject",
+                "kind",
+                "day",
+                "key_version",
+                "sealed",
+                "created_at",
+            ],
+            records,
+            "",
+        )
+        .await?;
+        insert_rows(
+            conn,
+            "ledger_entries",
+            &[
+                "tenant_id",
+                "subject",
+                "record_id",
+                "kind",
+                "variant",
+                "day",
+                "month",
+                "reduction_mg",
+                "points",
+                "methodology_version",
+                "capped",
+                "created_at",
+            ],
+            ledger,
+            "",
+        )
+        .await?;
+        insert_rows(
+            conn,
+            "idempotency_keys",
+            &[
+                "tenant_id",
+                "event_key",
+                "subject",
+                "record_id",
+                "reduction_mg",
+                "points",
+                "methodology_version",
+                "capped",
+                "audit_seq",
+                "created_at",
+            ],
+            keys,
+            "",
+        )
+        .await?;
+        w.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Receipts of event ids this tenant already used.
+    async fn known_receipts(
+        &self,
+        w: &mut super::WriteTx<'_>,
+        tenant: i64,
+        items: &[(Pseudonym, EventKey, CoarseRecord)],
+    ) -> Result<HashMap<EventKey, Receipt>, StoreError> {
+        let keys: BTreeSet<[u8; 32]> = items.iter().map(|(_, k, _)| *k.as_bytes()).collect();
+        let keys: Vec<[u8; 32]> = keys.into_iter().collect();
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(1000) {
+            let sql = format!(
+                "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq \
+                 FROM idempotency_keys WHERE tenant_id = $1 AND event_key IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).persistent(false).bind(tenant);
+            for k in chunk {
+                q = q.bind(k.to_vec());
+            }
+            for row in q.fetch_all(w.conn()).await? {
+                let key: Vec<u8> = row.try_get(0)?;
+                let key = EventKey::from_stored(&key)
+                    .ok_or_else(|| StoreError::Corrupt("event key is not 32 bytes".into()))?;
+                let receipt = Receipt {
+                    record_id: RecordId::from_stored(&row.try_get::<Vec<u8>, _>(1)?)?,
+                    reduction: Milligrams(row.try_get(2)?),
+                    points: row.try_get(3)?,
+                    methodology_version: row.try_get(4)?,
+                    capped: row.try_get::<i64, _>(5)? != 0,
+                    audit_seq: row.try_get::<i64, _>(6)? as u64,
+                };
+                out.insert(key, receipt);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What each subject in the batch already has credited on the batch's
+    /// days, for the methodology's daily caps.
+    async fn usage(
+        &self,
+        w: &mut super::WriteTx<'_>,
+        tenant: i64,
+        items: &[(Pseudonym, EventKey, CoarseRecord)],
+    ) -> Result<Usage, StoreError> {
+        let subjects: BTreeSet<&Pseudonym> = items.iter().map(|(p, _, _)| p).collect();
+        let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
+        let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
+        let subjects: Vec<&Pseudonym> = subjects.into_iter().collect();
+        let mut usage = Usage::default();
+        for chunk in subjects.chunks(1000) {
+            let sql = format!(
+                "SELECT subject, day, kind, variant, COUNT(*), CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
+                 FROM ledger_entries WHERE tenant_id = $1 AND day >= $2 AND day <= $3 AND record_id IS NOT NULL \
+                 AND subject IN ({}) GROUP BY subject, day, kind, variant",
+                placeholders(4, chunk.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .persistent(false)
+                .bind(tenant)
+                .bind(i64::from(first.days()))
+                .bind(i64::from(last.days()));
+            for s in chunk {
+                q = q.bind(s.as_bytes().to_vec());
+            }
+            for row in q.fetch_all(w.conn()).await? {
+                let subject = Pseudonym::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                    .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+                let day =
+                    Day::from_days(row.try_get(1)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
+                usage.add(
+                    (subject, day, row.try_get(2)?),
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                );
+            }
+        }
+        Ok(usage)
+    }
+}

@@ -1,0 +1,264 @@
+//! The data access layer: the only code that touches the databases, and so
+//! the only door to personal data. Every operation on personal data states
+//! who is acting and for what purpose; every operation appends its audit
+//! entry in the same transaction as the change (or read) it records.
+//!
+//! Subject ids enter here as `SubjectId` and leave as pseudonyms: the layer
+//! pseudonymizes on the way in, so nothing outside it handles the mapping.
+
+mod audit_log;
+mod engine;
+mod ingest;
+mod keystore;
+mod reads;
+mod sql;
+mod tenants;
+
+use std::sync::Arc;
+
+use sqlx::{AnyConnection, AnyPool, Row, Transaction};
+
+use crate::audit::{Action, AuditEntry};
+use crate::clock::Clock;
+use crate::crypto::{PseudonymKey, RootKey};
+use crate::domain::{Role, TenantId};
+use crate::policy::PolicySet;
+
+pub use audit_log::AuditCheck;
+pub use engine::{key_store_path, Engine};
+pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
+pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
+pub use tenants::ApiKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Config(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the root key (fingerprint {found}) is not the key this database was created with (fingerprint {expected}); \
+         point --root-key-file (CARBON_LEDGER_ROOT_KEY_FILE) at the original key file"
+    )]
+    WrongRootKey { found: String, expected: String },
+    #[error(
+        "methodology version {version} was loaded before with different content; \
+         a changed methodology needs a new version so past records keep their rules"
+    )]
+    MethodologyChanged { version: String },
+    #[error("this role may not {0}")]
+    Forbidden(&'static str),
+    #[error("no data is held on this subject")]
+    SubjectNotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// A stored record failed authentication: tampering, a row copied between
+    /// subjects, or key loss. Never detailed to clients.
+    #[error("a stored record failed its integrity check")]
+    Integrity,
+    #[error("inconsistent stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Who is acting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub tenant: TenantId,
+    pub role: Role,
+}
+
+/// Why personal data is being processed. Each access-layer call on personal
+/// data carries one; consent and retention checks key off it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Recording behaviours and keeping the person's account.
+    Accounting,
+}
+
+/// The acting tenant and the purpose of one access.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub actor: Actor,
+    pub purpose: Purpose,
+}
+
+impl Access {
+    pub fn new(actor: Actor, purpose: Purpose) -> Self {
+        Self { actor, purpose }
+    }
+
+    /// Personal data is a platform's, about its own users; auditors never
+    /// see it.
+    fn require_platform(&self, what: &'static str) -> Result<TenantId, StoreError> {
+        match self.actor.role {
+            Role::Platform => Ok(self.actor.tenant),
+            Role::Auditor => Err(StoreError::Forbidden(what)),
+        }
+    }
+}
+
+pub struct Store {
+    ledger: AnyPool,
+    keys: AnyPool,
+    engine: Engine,
+    root: RootKey,
+    pseudonyms: PseudonymKey,
+    clock: Arc<dyn Clock>,
+    /// Serializes this process's write transactions; the audit head row lock
+    /// serializes them across processes.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write transaction that holds the audit head: appends go through it.
+pub(crate) struct WriteTx<'a> {
+    tx: Transaction<'static, sqlx::Any>,
+    appender: audit_log::Appender,
+    at: i64,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl WriteTx<'_> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    fn append(&mut self, actor: Option<TenantId>, action: Action) -> u64 {
+        self.appender.append(self.at, actor, action)
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let appender = std::mem::take(&mut self.appender);
+        appender.flush(&mut self.tx).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Connects, applies migrations, and checks the root key against the
+    /// fingerprint stored on first use.
+    pub async fn open(database_url: &str, root: RootKey, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let pools = engine::connect(database_url).await?;
+        let store = Store {
+            ledger: pools.ledger,
+            keys: pools.keys,
+            engine: pools.engine,
+            pseudonyms: root.pseudonym_key(),
+            root,
+            clock,
+            write_lock: tokio::sync::Mutex::new(()),
+        };
+        store.check_root_key().await?;
+        Ok(store)
+    }
+
+    /// The current time by the store's clock (injectable in tests).
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub async fn close(&self) {
+        self.ledger.close().await;
+        self.keys.close().await;
+    }
+
+    async fn check_root_key(&self) -> Result<(), StoreError> {
+        let found = self.root.fingerprint();
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('root_key_fingerprint', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(&found)
+            .execute(&self.ledger)
+            .await?;
+        let expected: String = sqlx::query("SELECT value FROM meta WHERE name = 'root_key_fingerprint'")
+            .fetch_one(&self.ledger)
+            .await?
+            .try_get(0)?;
+        if expected != found {
+            return Err(StoreError::WrongRootKey { found, expected });
+        }
+        Ok(())
+    }
+
+    /// Begins a write transaction and locks the audit head.
+    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        let guard = self.write_lock.lock().await;
+        let mut tx = match self.engine.begin_write() {
+            Some(statement) => self.ledger.begin_with(statement).await?,
+            None => self.ledger.begin().await?,
+        };
+        let appender = audit_log::Appender::lock_head(&mut tx).await?;
+        Ok(WriteTx {
+            tx,
+            appender,
+            at: self.clock.now().unix_timestamp(),
+            _guard: guard,
+        })
+    }
+
+    /// Records a policy load in the audit log and registers the methodology
+    /// version's text, refusing a changed text under a known version.
+    pub async fn record_policy_load(&self, policies: &PolicySet) -> Result<u64, StoreError> {
+        let m = &policies.methodology;
+        let digest = blake3::hash(policies.methodology_text.as_bytes());
+        let mut w = self.begin_write().await?;
+        let known: Option<Vec<u8>> = sqlx::query("SELECT digest FROM methodologies WHERE version = $1")
+            .bind(&m.version)
+            .fetch_optional(w.conn())
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        match known {
+            Some(stored) if stored.as_slice() != digest.as_bytes() => {
+                return Err(StoreError::MethodologyChanged {
+                    version: m.version.clone(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query(
+                    "INSERT INTO methodologies (version, digest, body, first_loaded_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&m.version)
+                .bind(digest.as_bytes().to_vec())
+                .bind(&policies.methodology_text)
+                .bind(w.at)
+                .execute(w.conn())
+                .await?;
+            }
+        }
+        let seq = w.append(
+            None,
+            Action::PolicyLoaded {
+                digest: policies.digest.0,
+                methodology_version: m.version.clone(),
+            },
+        );
+        w.commit().await?;
+        Ok(seq)
+    }
+
+    /// Recomputes the audit chain from the stored entries.
+    pub async fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
+        audit_log::verify(&self.ledger).await
+    }
+
+    /// The whole log, decoded; for reports and tests.
+    pub async fn audit_entries(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        audit_log::entries(&self.ledger, after_seq, limit).await
+    }
+}

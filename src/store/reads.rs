@@ -1,0 +1,214 @@
+//! Reads of personal data. Each appends its audit entry in the same
+//! transaction, before the data is returned.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::ingest::RecordId;
+use super::{Access, Store, StoreError};
+use crate::audit::{Action, ReadScope};
+use crate::crypto::{open, Pseudonym, RecordAad, SubjectKeys};
+use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId};
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Total {
+    /// The kind, or the month as `YYYY-MM`.
+    pub key: String,
+    pub events: i64,
+    pub reduction_g: Milligrams,
+    pub points: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Account {
+    pub events: i64,
+    pub reduction_g: Milligrams,
+    pub points_balance: i64,
+    pub by_kind: Vec<Total>,
+    pub by_month: Vec<Total>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RecordView {
+    pub record_id: String,
+    pub day: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub reduction_g: Milligrams,
+    pub points: i64,
+    pub methodology_version: String,
+    pub capped: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RecordPage {
+    pub records: Vec<RecordView>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Position after the last record of a page: `(day, record id)`.
+pub fn parse_cursor(cursor: &str) -> Option<(Day, RecordId)> {
+    let (day, id) = cursor.split_once('.')?;
+    Some((Day::from_days(day.parse().ok()?)?, RecordId::parse(id)?))
+}
+
+fn totals_sql(group: &str) -> String {
+    format!(
+        "SELECT {group}, COUNT(*), CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT), CAST(COALESCE(SUM(points), 0) AS BIGINT) \
+         FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 GROUP BY {group} ORDER BY {group}"
+    )
+}
+
+impl Store {
+    /// The subject's pseudonym and keys, or `SubjectNotFound` when nothing
+    /// is held on them.
+    async fn subject_keys(
+        &self,
+        access: &Access,
+        subject: &SubjectId,
+        what: &'static str,
+    ) -> Result<(Pseudonym, SubjectKeys), StoreError> {
+        let tenant = access.require_platform(what)?;
+        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
+        let salt = self.salt_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?;
+        Ok((
+            pseudonym,
+            self.root.subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION),
+        ))
+    }
+
+    pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
+        let (pseudonym, keys) = self.subject_keys(access, subject, "read accounts").await?;
+        let tenant = access.actor.tenant.get();
+        let s = pseudonym.as_bytes().to_vec();
+        let mut w = self.begin_write().await?;
+        let by_kind = sqlx::query(&totals_sql("kind"))
+            .bind(tenant)
+            .bind(s.clone())
+            .fetch_all(w.conn())
+            .await?;
+        let by_month = sqlx::query(&totals_sql("month"))
+            .bind(tenant)
+            .bind(s)
+            .fetch_all(w.conn())
+            .await?;
+        let to_total = |row: &sqlx::any::AnyRow, key: String| -> Result<Total, StoreError> {
+            Ok(Total {
+                key,
+                events: row.try_get(1)?,
+                reduction_g: Milligrams(row.try_get(2)?),
+                points: row.try_get(3)?,
+            })
+        };
+        let by_kind = by_kind
+            .iter()
+            .map(|r| to_total(r, r.try_get(0)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_month = by_month
+            .iter()
+            .map(|r| to_total(r, month_label(r.try_get(0)?)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let account = Account {
+            events: by_kind.iter().map(|t| t.events).sum(),
+            reduction_g: Milligrams(by_kind.iter().map(|t| t.reduction_g.0).sum()),
+            points_balance: by_kind.iter().map(|t| t.points).sum(),
+            by_kind,
+            by_month,
+        };
+        let items = u32::try_from(account.events).unwrap_or(u32::MAX);
+        w.append(
+            Some(access.actor.tenant),
+            Action::SubjectRead {
+                subject: keys.audit_ref,
+                scope: ReadScope::Account,
+                items,
+            },
+        );
+        w.commit().await?;
+        Ok(account)
+    }
+
+    /// The subject's coarse records, decrypted, newest day first.
+    pub async fn records(
+        &self,
+        access: &Access,
+        subject: &SubjectId,
+        limit: u32,
+        cursor: Option<(Day, RecordId)>,
+    ) -> Result<RecordPage, StoreError> {
+        let (pseudonym, keys) = self.subject_keys(access, subject, "read records").await?;
+        let tenant = access.actor.tenant.get();
+        let limit = limit.clamp(1, 1000);
+        let (before_day, before_id) = cursor.map_or((i64::MAX, vec![0xff; 16]), |(d, id)| {
+            (i64::from(d.days()), id.0.to_vec())
+        });
+        let mut w = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped \
+             FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+             WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day < $3 OR (r.day = $3 AND r.record_id < $4)) \
+             ORDER BY r.day DESC, r.record_id DESC LIMIT $5",
+        )
+        .bind(tenant)
+        .bind(pseudonym.as_bytes().to_vec())
+        .bind(before_day)
+        .bind(before_id)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(w.conn())
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut records = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for row in rows.iter().take(limit as usize) {
+            let record_id = RecordId::from_stored(&row.try_get::<Vec<u8>, _>(0)?)?;
+            let key_version = u32::try_from(row.try_get::<i64, _>(1)?).map_err(|_| StoreError::Integrity)?;
+            let sealed: Vec<u8> = row.try_get(2)?;
+            if key_version != keys.key_version {
+                return Err(StoreError::Integrity);
+            }
+            let aad = RecordAad {
+                record_id: &record_id.0,
+                subject: &pseudonym,
+                key_version,
+            };
+            let plain = open(&keys, &aad, &sealed).map_err(|_| StoreError::Integrity)?;
+            let record = CoarseRecord::decode(&plain).ok_or(StoreError::Integrity)?;
+            last = Some((record.day(), record_id));
+            records.push(RecordView {
+                record_id: record_id.to_string(),
+                day: record.day().to_string(),
+                kind: record.kind().to_owned(),
+                variant: record.variant().map(str::to_owned),
+                quantity: record.quantity(),
+                region: record.region().map(str::to_owned),
+                reduction_g: Milligrams(row.try_get(3)?),
+                points: row.try_get(4)?,
+                methodology_version: row.try_get(5)?,
+                capped: row.try_get::<i64, _>(6)? != 0,
+            });
+        }
+        let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        w.append(
+            Some(access.actor.tenant),
+            Action::SubjectRead {
+                subject: keys.audit_ref,
+                scope: ReadScope::Records,
+                items,
+            },
+        );
+        w.commit().await?;
+        let next_cursor = if more {
+            last.map(|(day, id)| format!("{}.{id}", day.days()))
+        } else {
+            None
+        };
+        Ok(RecordPage { records, next_cursor })
+    }
+}
