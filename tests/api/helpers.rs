@@ -1,0 +1,268 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+
+use carbon_ledger::api::AppState;
+use carbon_ledger::clock::SystemClock;
+use carbon_ledger::crypto::RootKey;
+use carbon_ledger::domain::Role;
+use carbon_ledger::policy::PolicySet;
+use carbon_ledger::store::Store;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::AnyPool;
+use tempfile::TempDir;
+
+/// Names the PostgreSQL server tests may create databases on, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`.
+pub const POSTGRES_ENV: &str = "CARBON_LEDGER_TEST_POSTGRES_URL";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(TestApp)` on both engines.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite).await.expect("sqlite app");
+                super::$name(app).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                match crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await {
+                    Some(app) => super::$name(app).await,
+                    None => eprintln!("skipped: {} is not set", crate::helpers::POSTGRES_ENV),
+                }
+            }
+        }
+    )* };
+}
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        sqlx::any::install_default_drivers();
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("debug,sqlx=warn")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Option<Self> {
+        let admin_url = std::env::var(POSTGRES_ENV).ok()?;
+        let name = format!("cl_test_{}", hex::encode(carbon_ledger::crypto::random_bytes::<6>()));
+        let admin = AnyPool::connect(&admin_url)
+            .await
+            .expect("connect to the PostgreSQL test server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let server = &base[..base.rfind('/').expect("URL has a database path")];
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        Some(Self { admin_url, name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime we may block: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = AnyPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// A platform tenant's key.
+    pub key: String,
+    pub store: Arc<Store>,
+    pub database_url: String,
+    pub root_key_file: PathBuf,
+    pub dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    // Dropped last: the database outlives the server.
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    /// Starts the service on a fresh database. `None` for PostgreSQL when no
+    /// server is configured.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create().await?),
+        };
+        let database_url = match &pg {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        };
+        let root_key_file = dir.path().join("root.key");
+        let (root, _) = RootKey::load_or_create(&root_key_file).unwrap();
+        let store = Arc::new(
+            Store::open(&database_url, root, Arc::new(SystemClock))
+                .await
+                .expect("open store"),
+        );
+        let policies = Arc::new(PolicySet::load(None).unwrap());
+        store.record_policy_load(&policies).await.unwrap();
+        let (_, key) = store.add_tenant("luzhou", Role::Platform).await.unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState {
+            store: store.clone(),
+            policies,
+        };
+        tokio::spawn(async move {
+            carbon_ledger::server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Some(Self {
+            backend,
+            addr,
+            client: reqwest::Client::new(),
+            key: key.expose().to_owned(),
+            store,
+            database_url,
+            root_key_file,
+            dir,
+            shutdown: Some(tx),
+            _pg: pg,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn add_tenant(&self, name: &str, role: Role) -> String {
+        self.store.add_tenant(name, role).await.unwrap().1.expose().to_owned()
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(
+                content_type.as_deref(),
+                Some("application/problem+json"),
+                "{status}: {body}"
+            );
+            assert!(
+                body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "problem without detail: {body}"
+            );
+        }
+        (status, body)
+    }
+
+    pub async fn post_events_as(&self, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url("/v1/events")).bearer_auth(key).json(body))
+            .await
+    }
+
+    pub async fn post_events(&self, body: &Value) -> (StatusCode, Value) {
+        self.post_events_as(&self.key, body).await
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path)).bearer_auth(key)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_as(&self.key, path).await
+    }
+
+    /// A direct connection to the ledger database, for tests that play the
+    /// attacker with database access.
+    pub async fn raw_ledger(&self) -> AnyPool {
+        AnyPool::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Runs the real binary against this app's database and key.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_carbon-ledger"))
+            .args(args)
+            .env("CARBON_LEDGER_DATABASE_URL", &self.database_url)
+            .env("CARBON_LEDGER_ROOT_KEY_FILE", &self.root_key_file)
+            .env("CARBON_LEDGER_DATA_DIR", self.dir.path())
+            .env_remove("CARBON_LEDGER_POLICIES")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An event for `subject` that happened today (in the methodology's zone).
+pub fn event(event_id: &str, subject: &str, kind: &str, data: Value) -> Value {
+    let now = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
+    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    json!({"event_id": event_id, "subject": subject, "kind": kind, "occurred_at": at, "data": data})
+}
+
+pub fn batch(events: Vec<Value>) -> Value {
+    json!({ "events": events })
+}

@@ -1,0 +1,13 @@
+//! One integration-test binary (fast to link). Each story runs against the
+//! real server on an ephemeral port, on SQLite and — when
+//! CARBON_LEDGER_TEST_POSTGRES_URL names a server — on PostgreSQL, each
+//! test in a database of its own.
+
+#[macro_use]
+mod helpers;
+
+mod accounts;
+mod audit;
+mod cli;
+mod events;
+mod privacy;

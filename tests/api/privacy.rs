@@ -1,0 +1,306 @@
+//! Privacy proven on the bytes: what the database files, the key store and
+//! the logs do not contain, and that sealed records stay bound to their
+//! subject.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::helpers::{batch, event, Backend, TestApp};
+
+const SUBJECT: &str = "13800138000-alice";
+const REFUSED_ROUTE: &str = "Zhongshan-Rd-to-Jiangyang-Station-7F3A9";
+const DISTRICT: &str = "510502";
+
+/// The events of the bytes tests: one with a district-level region, one
+/// carrying a route (refused), one with a fine-grained distance.
+fn revealing_events() -> Value {
+    let mut with_region = event("bytes-1", SUBJECT, "clean_plate", json!({}));
+    with_region["region"] = json!(DISTRICT);
+    let with_route = event(
+        "bytes-2",
+        SUBJECT,
+        "transit_ride",
+        json!({"mode": "bus", "route": REFUSED_ROUTE}),
+    );
+    let mut ride = event("bytes-3", SUBJECT, "cycling", json!({"distance_m": 4321.987}));
+    ride["region"] = json!(DISTRICT);
+    batch(vec![with_region, with_route, ride])
+}
+
+fn forbidden_needles() -> Vec<(&'static str, Vec<u8>)> {
+    let mut needles = Vec::new();
+    for (name, value) in [
+        ("subject id", SUBJECT),
+        ("phone number", "13800138000"),
+        ("refused route", REFUSED_ROUTE),
+        ("district code", DISTRICT),
+        ("exact distance", "4321.987"),
+    ] {
+        needles.push((name, value.as_bytes().to_vec()));
+        // PostgreSQL renders bytea as hex: look for that form too.
+        needles.push((name, hex::encode(value).into_bytes()));
+    }
+    needles
+}
+
+fn assert_absent(what: &str, haystack: &[u8]) {
+    for (name, needle) in forbidden_needles() {
+        assert!(
+            !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "{what} contains the {name}"
+        );
+    }
+}
+
+/// `carbon-ledger serve` as a child process, with its stderr captured.
+struct Served {
+    child: Child,
+    addr: String,
+    logs: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Served {
+    fn start(data_dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carbon-ledger"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("CARBON_LEDGER_DATA_DIR", data_dir)
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .env_remove("CARBON_LEDGER_DATABASE_URL")
+            .env_remove("CARBON_LEDGER_ROOT_KEY_FILE")
+            .env_remove("CARBON_LEDGER_POLICIES")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut reader = BufReader::new(child.stderr.take().unwrap());
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap().to_owned());
+                }
+                sink.lock().unwrap().extend_from_slice(line.as_bytes());
+                line.clear();
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("server announces its address");
+        Self { child, addr, logs }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_all(path: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        f.read_to_end(&mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// The bytes test: the real binary on the embedded default, then the
+/// raw SQLite files (databases and WAL) and the trace-level logs.
+#[tokio::test]
+async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Served::start(&data);
+    let out = Command::new(env!("CARGO_BIN_EXE_carbon-ledger"))
+        .args(["tenant", "add", "--name", "luzhou", "--role", "platform"])
+        .env("CARBON_LEDGER_DATA_DIR", &data)
+        .env_remove("CARBON_LEDGER_DATABASE_URL")
+        .env_remove("CARBON_LEDGER_ROOT_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", server.addr);
+    let response = client
+        .post(url("/v1/events"))
+        .bearer_auth(&key)
+        .json(&revealing_events())
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let statuses: Vec<&str> = body["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["recorded", "rejected", "recorded"]);
+    for path in [
+        format!("/v1/subjects/{SUBJECT}/account"),
+        format!("/v1/subjects/{SUBJECT}/records"),
+        "/v1/subjects/13800138000-alice%0A/account".into(),
+    ] {
+        let response = client.get(url(&path)).bearer_auth(&key).send().await.unwrap();
+        assert!(response.status().is_success() || response.status().is_client_error());
+    }
+    // The data is there, coarsened and readable through the API.
+    let records: Value = client
+        .get(url(&format!("/v1/subjects/{SUBJECT}/records")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let regions: Vec<&str> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["region"].as_str())
+        .collect();
+    assert_eq!(regions, ["510500", "510500"]);
+
+    // Kill without a clean shutdown: the WAL files stay behind with their content.
+    let logs = server.logs.clone();
+    drop(server);
+
+    let mut files_read = 0;
+    for name in ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"] {
+        let bytes = read_all(&data.join(name));
+        files_read += usize::from(!bytes.is_empty());
+        assert_absent(name, &bytes);
+    }
+    assert!(files_read >= 3, "expected the databases and at least one WAL");
+    assert!(read_all(&data.join("ledger.db")).len() + read_all(&data.join("ledger.db-wal")).len() > 0);
+    // A control that the search works: the tenant name is stored in clear.
+    let ledger = [read_all(&data.join("ledger.db")), read_all(&data.join("ledger.db-wal"))].concat();
+    assert!(ledger.windows(6).any(|w| w == b"luzhou"));
+
+    let logs = logs.lock().unwrap().clone();
+    assert_absent("the server log", &logs);
+    assert!(
+        String::from_utf8_lossy(&logs).contains("/v1/subjects/{id}/account"),
+        "logs name route templates"
+    );
+    assert!(
+        !String::from_utf8_lossy(&logs).contains(&key),
+        "the log contains the API key"
+    );
+}
+
+/// The same property on PostgreSQL: every table of both schemas, rendered
+/// as text, holds neither the subject id nor any refused value.
+async fn database_holds_no_subject_id_or_refused_value(app: TestApp) {
+    let (status, _) = app.post_events(&revealing_events()).await;
+    assert_eq!(status, StatusCode::OK);
+    app.get(&format!("/v1/subjects/{SUBJECT}/records")).await;
+    let db = app.raw_ledger().await;
+    let dump = match app.backend {
+        Backend::Sqlite => {
+            let path = app.dir.path().join("ledger.db");
+            [
+                read_all(&path),
+                read_all(&path.with_extension("db-wal")),
+                read_all(&app.dir.path().join("keys.db")),
+                read_all(&app.dir.path().join("keys.db-wal")),
+            ]
+            .concat()
+        }
+        Backend::Postgres => {
+            let tables = sqlx::query("SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ('public', 'keystore')")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+            assert!(tables.len() >= 8);
+            let mut dump = Vec::new();
+            for t in tables {
+                let table: String = t.get(0);
+                for row in sqlx::query(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
+                    .fetch_all(&db)
+                    .await
+                    .unwrap()
+                {
+                    dump.extend_from_slice(row.get::<String, _>(0).as_bytes());
+                }
+            }
+            assert!(dump.windows(6).any(|w| w == b"luzhou"), "the dump reads the tables");
+            dump
+        }
+    };
+    assert_absent("the database", &dump);
+}
+
+/// A sealed record copied onto another subject's row does not open: the
+/// associated data binds it to its record and subject.
+async fn ciphertext_copied_to_another_subject_fails_to_open(app: TestApp) {
+    app.post_events(&batch(vec![
+        event("c-1", "alice", "clean_plate", json!({})),
+        event("c-2", "bob", "clean_plate", json!({})),
+    ]))
+    .await;
+    let (_, alice) = app.get("/v1/subjects/alice/records").await;
+    let (_, bob) = app.get("/v1/subjects/bob/records").await;
+    let alice_id = hex::decode(alice["records"][0]["record_id"].as_str().unwrap()).unwrap();
+    let bob_id = hex::decode(bob["records"][0]["record_id"].as_str().unwrap()).unwrap();
+
+    let db = app.raw_ledger().await;
+    let sealed: Vec<u8> = sqlx::query("SELECT sealed FROM records WHERE record_id = $1")
+        .bind(alice_id.clone())
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get(0);
+    sqlx::query("UPDATE records SET sealed = $1 WHERE record_id = $2")
+        .bind(sealed)
+        .bind(bob_id)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (status, body) = app.get("/v1/subjects/bob/records").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["type"], "urn:carbon-ledger:problem:record-integrity");
+    assert!(body.get("records").is_none());
+    // Alice's own record still opens.
+    let (status, _) = app.get("/v1/subjects/alice/records").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Moving the whole row to Alice's pseudonym does not help either.
+    let alice_subject: Vec<u8> = sqlx::query("SELECT subject FROM records WHERE record_id = $1")
+        .bind(alice_id)
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get(0);
+    sqlx::query("UPDATE records SET subject = $1 WHERE subject <> $1")
+        .bind(alice_subject)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, _) = app.get("/v1/subjects/alice/records").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+on_both_engines!(
+    database_holds_no_subject_id_or_refused_value,
+    ciphertext_copied_to_another_subject_fails_to_open
+);
