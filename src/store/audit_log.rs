@@ -57,12 +57,13 @@ impl Appender {
         self.seq
     }
 
-    pub(super) async fn flush(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    pub(super) async fn flush(self, conn: &mut AnyConnection, engine: super::Engine) -> Result<(), StoreError> {
         if self.rows.is_empty() {
             return Ok(());
         }
         insert_rows(
             conn,
+            engine,
             "audit_log",
             &["seq", "entry", "chain_hash", "tenant_id", "subject_ref"],
             self.rows,

@@ -1,6 +1,7 @@
 //! The two storage engines. Queries are shared (runtime SQL through sqlx's
-//! `Any` driver, `$n` placeholders, which both engines accept); what differs
-//! per engine lives here: how to connect, the migrations, where the key
+//! `Any` driver; fixed statements use `$n`, which both engines accept, and
+//! batch statements number their parameters per engine, see `sql::Params`);
+//! what differs per engine lives here: how to connect, the migrations, where the key
 //! store is, and how a write transaction begins.
 
 use std::path::{Path, PathBuf};

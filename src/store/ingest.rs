@@ -8,7 +8,7 @@ use std::fmt;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::sql::{insert_rows, placeholders, Arg};
+use super::sql::{insert_rows, Arg, Params};
 use super::{Access, Store, StoreError};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, CURRENT_KEY_VERSION};
@@ -244,6 +244,7 @@ impl Store {
         let conn = w.conn();
         insert_rows(
             conn,
+            self.engine,
             "records",
             &[
                 "record_id",
@@ -261,6 +262,7 @@ impl Store {
         .await?;
         insert_rows(
             conn,
+            self.engine,
             "ledger_entries",
             &[
                 "tenant_id",
@@ -282,6 +284,7 @@ impl Store {
         .await?;
         insert_rows(
             conn,
+            self.engine,
             "idempotency_keys",
             &[
                 "tenant_id",
@@ -314,10 +317,12 @@ impl Store {
         let keys: Vec<[u8; 32]> = keys.into_iter().collect();
         let mut out = HashMap::new();
         for chunk in keys.chunks(1000) {
+            let mut p = Params::new(self.engine);
             let sql = format!(
                 "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq \
-                 FROM idempotency_keys WHERE tenant_id = $1 AND event_key IN ({})",
-                placeholders(2, chunk.len())
+                 FROM idempotency_keys WHERE tenant_id = {} AND event_key IN ({})",
+                p.one(),
+                p.list(chunk.len())
             );
             let mut q = sqlx::query(&sql).persistent(false).bind(tenant);
             for k in chunk {
@@ -355,11 +360,15 @@ impl Store {
         let subjects: Vec<&Pseudonym> = subjects.into_iter().collect();
         let mut usage = Usage::default();
         for chunk in subjects.chunks(1000) {
+            let mut p = Params::new(self.engine);
             let sql = format!(
                 "SELECT subject, day, kind, variant, COUNT(*), CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
-                 FROM ledger_entries WHERE tenant_id = $1 AND day >= $2 AND day <= $3 AND record_id IS NOT NULL \
+                 FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
                  AND subject IN ({}) GROUP BY subject, day, kind, variant",
-                placeholders(4, chunk.len())
+                p.one(),
+                p.one(),
+                p.one(),
+                p.list(chunk.len())
             );
             let mut q = sqlx::query(&sql)
                 .persistent(false)

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{AnyPool, Row};
 
-use super::sql::{insert_rows, placeholders, Arg};
+use super::sql::{insert_rows, Arg, Params};
 use super::{Store, StoreError};
 use crate::crypto::{random_bytes, Pseudonym, SubjectSalt};
 
@@ -27,7 +27,7 @@ impl Store {
         subjects: &BTreeSet<Pseudonym>,
         now: i64,
     ) -> Result<HashMap<Pseudonym, SubjectSalt>, StoreError> {
-        let mut found = fetch_salts(&self.keys, subjects).await?;
+        let mut found = fetch_salts(&self.keys, self.engine, subjects).await?;
         let missing: Vec<Vec<Arg>> = subjects
             .iter()
             .filter(|s| !found.contains_key(*s))
@@ -48,6 +48,7 @@ impl Store {
         let columns = ["subject", "key_id", "salt", "created_at"];
         insert_rows(
             &mut conn,
+            self.engine,
             "subject_keys",
             &columns,
             missing,
@@ -55,7 +56,7 @@ impl Store {
         )
         .await?;
         drop(conn);
-        found.extend(fetch_salts(&self.keys, subjects).await?);
+        found.extend(fetch_salts(&self.keys, self.engine, subjects).await?);
         if found.len() != subjects.len() {
             return Err(StoreError::Corrupt(
                 "a subject salt vanished while being created".into(),
@@ -67,6 +68,7 @@ impl Store {
 
 async fn fetch_salts(
     pool: &AnyPool,
+    engine: super::Engine,
     subjects: &BTreeSet<Pseudonym>,
 ) -> Result<HashMap<Pseudonym, SubjectSalt>, StoreError> {
     let mut out = HashMap::with_capacity(subjects.len());
@@ -74,7 +76,7 @@ async fn fetch_salts(
     for chunk in list.chunks(1000) {
         let sql = format!(
             "SELECT subject, salt FROM subject_keys WHERE subject IN ({})",
-            placeholders(1, chunk.len())
+            Params::new(engine).list(chunk.len())
         );
         let mut q = sqlx::query(&sql).persistent(false);
         for s in chunk {

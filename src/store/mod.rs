@@ -124,6 +124,7 @@ impl std::fmt::Debug for Store {
 /// A write transaction that holds the audit head: appends go through it.
 pub(crate) struct WriteTx<'a> {
     tx: Transaction<'static, sqlx::Any>,
+    engine: Engine,
     appender: audit_log::Appender,
     at: i64,
     _guard: tokio::sync::MutexGuard<'a, ()>,
@@ -140,7 +141,7 @@ impl WriteTx<'_> {
 
     async fn commit(mut self) -> Result<(), StoreError> {
         let appender = std::mem::take(&mut self.appender);
-        appender.flush(&mut self.tx).await?;
+        appender.flush(&mut self.tx, self.engine).await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -204,6 +205,7 @@ impl Store {
         let appender = audit_log::Appender::lock_head(&mut tx).await?;
         Ok(WriteTx {
             tx,
+            engine: self.engine,
             appender,
             at: self.clock.now().unix_timestamp(),
             _guard: guard,

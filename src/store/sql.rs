@@ -5,6 +5,8 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
+use super::Engine;
+
 /// Under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
 const MAX_PARAMS: usize = 30_000;
 
@@ -28,18 +30,41 @@ pub(super) fn bind<'q>(q: Query<'q, Any, AnyArguments<'q>>, arg: Arg) -> Query<'
     }
 }
 
-/// `$first, $first+1, ...` for `n` parameters.
-pub(super) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Writes the bind parameters of one statement, in order. PostgreSQL needs
+/// `$n`. SQLite gets anonymous `?`: it resolves `$n` as a *name*, by a
+/// linear search of the names seen so far, both when preparing and when
+/// sqlx binds — quadratic for a batch insert with thousands of parameters
+/// (measured: 1.1 s instead of milliseconds for 1,000 rows).
+pub(super) struct Params {
+    engine: Engine,
+    next: usize,
+}
+
+impl Params {
+    pub(super) fn new(engine: Engine) -> Self {
+        Self { engine, next: 1 }
+    }
+
+    pub(super) fn one(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        match self.engine {
+            Engine::Sqlite => "?".to_owned(),
+            Engine::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `n` parameters, comma-separated.
+    pub(super) fn list(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.one()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// `INSERT INTO {table} ({columns}) VALUES (...), (...) {suffix}` for every
 /// row, in as few statements as the parameter limits allow.
 pub(super) async fn insert_rows(
     conn: &mut AnyConnection,
+    engine: Engine,
     table: &str,
     columns: &[&str],
     rows: Vec<Vec<Arg>>,
@@ -49,8 +74,9 @@ pub(super) async fn insert_rows(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Arg>> = rows.by_ref().take(per_chunk).collect();
+        let mut params = Params::new(engine);
         let values: Vec<String> = (0..chunk.len())
-            .map(|r| format!("({})", placeholders(1 + r * columns.len(), columns.len())))
+            .map(|_| format!("({})", params.list(columns.len())))
             .collect();
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES {} {suffix}",
@@ -75,8 +101,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered() {
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
-        assert_eq!(placeholders(1, 0), "");
+    fn parameters_suit_the_engine() {
+        let mut pg = Params::new(Engine::Postgres);
+        assert_eq!((pg.one(), pg.list(2)), ("$1".to_owned(), "$2, $3".to_owned()));
+        let mut lite = Params::new(Engine::Sqlite);
+        assert_eq!((lite.one(), lite.list(2)), ("?".to_owned(), "?, ?".to_owned()));
+        assert_eq!(lite.list(0), "");
     }
 }

@@ -1,0 +1,114 @@
+//! Ingest throughput of the data access layer: batches of 1,000 minimized
+//! events, each sealed, cap-checked, recorded, ledgered and audited in one
+//! transaction per batch. HTTP and JSON parsing are not included.
+//!
+//! cargo bench --bench ingest
+//! CARBON_LEDGER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench ingest
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use carbon_ledger::clock::SystemClock;
+use carbon_ledger::crypto::RootKey;
+use carbon_ledger::domain::{minimize, parse_event, Role};
+use carbon_ledger::policy::PolicySet;
+use carbon_ledger::store::{Access, IngestItem, Purpose, Store};
+use serde_json::json;
+
+const BATCHES: usize = 50;
+const BATCH: usize = 1000;
+const SUBJECTS: usize = 20_000;
+
+fn items(batch: usize, policies: &PolicySet) -> Vec<IngestItem> {
+    let now = time::OffsetDateTime::now_utc();
+    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    (0..BATCH)
+        .map(|i| {
+            let n = batch * BATCH + i;
+            let raw = parse_event(json!({
+                "event_id": format!("bench-{n}"),
+                "subject": format!("user-{}", n % SUBJECTS),
+                "kind": "transit_ride",
+                "occurred_at": at,
+                "region": "510502",
+                "data": {"mode": "bus"}
+            }))
+            .unwrap();
+            let record = minimize(&raw, &policies.methodology, now).unwrap();
+            IngestItem {
+                event_id: raw.event_id,
+                subject: raw.subject,
+                record,
+            }
+        })
+        .collect()
+}
+
+async fn run(name: &str, url: &str) {
+    let policies = PolicySet::load(None).unwrap();
+    let store = Store::open(url, RootKey::generate(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    store.record_policy_load(&policies).await.unwrap();
+    let (tenant, _) = store.add_tenant("bench", Role::Platform).await.unwrap();
+    let access = Access::new(
+        carbon_ledger::store::Actor {
+            tenant,
+            role: Role::Platform,
+        },
+        Purpose::Accounting,
+    );
+    let batches: Vec<Vec<IngestItem>> = (0..BATCHES).map(|b| items(b, &policies)).collect();
+
+    let started = Instant::now();
+    for batch in batches {
+        store.ingest(&access, batch, &policies.methodology).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let events = (BATCHES * BATCH) as f64;
+    println!(
+        "{name:>10}: {} events in {BATCHES} batches of {BATCH}: {:.2} s, {:.0} events/s, {:.1} ms per batch",
+        BATCHES * BATCH,
+        elapsed.as_secs_f64(),
+        events / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / BATCHES as f64
+    );
+    let started = Instant::now();
+    let checked = store.verify_audit().await.unwrap().unwrap();
+    println!(
+        "{name:>10}: audit verify of {} entries: {:.2} s",
+        checked.entries,
+        started.elapsed().as_secs_f64()
+    );
+    store.close().await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        run(
+            "sqlite",
+            &format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        )
+        .await;
+        if let Ok(admin) = std::env::var("CARBON_LEDGER_BENCH_POSTGRES_URL") {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+            sqlx::query("DROP DATABASE IF EXISTS cl_bench WITH (FORCE)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("CREATE DATABASE cl_bench").execute(&pool).await.unwrap();
+            let base = &admin[..admin.rfind('/').unwrap()];
+            run("postgres", &format!("{base}/cl_bench")).await;
+            sqlx::query("DROP DATABASE IF EXISTS cl_bench WITH (FORCE)")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+}
