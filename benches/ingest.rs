@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use carbon_ledger::clock::SystemClock;
 use carbon_ledger::crypto::RootKey;
+use carbon_ledger::domain::SubjectId;
 use carbon_ledger::domain::{minimize, parse_event, Role};
 use carbon_ledger::policy::PolicySet;
-use carbon_ledger::store::{Access, IngestItem, Purpose, Store};
+use carbon_ledger::store::{Access, IngestItem, Kinds, Purpose, Store};
 use serde_json::json;
 
 const BATCHES: usize = 50;
 const BATCH: usize = 1000;
-const SUBJECTS: usize = 20_000;
+const SUBJECTS: usize = 2_000;
 
 fn items(batch: usize, policies: &PolicySet) -> Vec<IngestItem> {
     let now = time::OffsetDateTime::now_utc();
@@ -45,11 +46,11 @@ fn items(batch: usize, policies: &PolicySet) -> Vec<IngestItem> {
 }
 
 async fn run(name: &str, url: &str) {
-    let policies = PolicySet::load(None).unwrap();
-    let store = Store::open(url, RootKey::generate(), Arc::new(SystemClock))
+    let policies = Arc::new(PolicySet::load(None).unwrap());
+    let store = Store::open(url, RootKey::generate(), Arc::new(SystemClock), policies.clone())
         .await
         .unwrap();
-    store.record_policy_load(&policies).await.unwrap();
+    store.record_policy_load().await.unwrap();
     let (tenant, _) = store.add_tenant("bench", Role::Platform).await.unwrap();
     let access = Access::new(
         carbon_ledger::store::Actor {
@@ -58,11 +59,21 @@ async fn run(name: &str, url: &str) {
         },
         Purpose::Accounting,
     );
+    // Set-up, not timed: every subject consents to accounting and rewards.
+    for n in 0..SUBJECTS {
+        let subject = SubjectId::parse(format!("user-{n}")).unwrap();
+        for purpose in [Purpose::Accounting, Purpose::Rewards] {
+            store
+                .grant_consent(&access, &subject, purpose, 1, Kinds::All)
+                .await
+                .unwrap();
+        }
+    }
     let batches: Vec<Vec<IngestItem>> = (0..BATCHES).map(|b| items(b, &policies)).collect();
 
     let started = Instant::now();
     for batch in batches {
-        store.ingest(&access, batch, &policies.methodology).await.unwrap();
+        store.ingest(&access, batch).await.unwrap();
     }
     let elapsed = started.elapsed();
     let events = (BATCHES * BATCH) as f64;

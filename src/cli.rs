@@ -43,6 +43,9 @@ pub enum Command {
     Serve {
         #[arg(long, env = "CARBON_LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Seconds between retention sweeps; 0 turns the sweeper off.
+        #[arg(long, env = "CARBON_LEDGER_SWEEP_INTERVAL_SECS", default_value_t = 3600)]
+        sweep_interval_secs: u64,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -61,6 +64,17 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Retention operations.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Purge every piece of data past its retention period now.
+    Sweep,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +92,7 @@ pub enum TenantCommand {
 pub enum RoleArg {
     Platform,
     Auditor,
+    Admin,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,8 +153,9 @@ impl Cli {
     }
 
     async fn store(&self) -> Result<Store, String> {
+        let policies = Arc::new(self.policies()?);
         let root = self.root_key()?;
-        Store::open(&self.database_url(), root, Arc::new(SystemClock))
+        Store::open(&self.database_url(), root, Arc::new(SystemClock), policies)
             .await
             .map_err(|e| e.to_string())
     }
@@ -158,24 +174,52 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn execute(cli: &Cli) -> Result<ExitCode, String> {
     match &cli.command {
-        Command::Serve { listen } => {
-            let policies = cli.policies()?;
-            let store = cli.store().await?;
-            store.record_policy_load(&policies).await.map_err(|e| e.to_string())?;
+        Command::Serve {
+            listen,
+            sweep_interval_secs,
+        } => {
+            let store = Arc::new(cli.store().await?);
+            store.record_policy_load().await.map_err(|e| e.to_string())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(%addr, engine = ?store.engine(), methodology = %policies.methodology.version, "listening on http://{addr}");
-            let state = AppState {
-                store: Arc::new(store),
-                policies: Arc::new(policies),
-            };
-            let store = state.store.clone();
+            tracing::info!(
+                %addr,
+                engine = ?store.engine(),
+                methodology = %store.policies().methodology.version,
+                "listening on http://{addr}"
+            );
+            let sweeper = (*sweep_interval_secs > 0).then(|| {
+                tokio::spawn(crate::server::sweep_periodically(
+                    store.clone(),
+                    std::time::Duration::from_secs(*sweep_interval_secs),
+                ))
+            });
+            let state = AppState { store: store.clone() };
             crate::server::serve(listener, state, crate::server::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(sweeper) = sweeper {
+                sweeper.abort();
+            }
             store.close().await;
+        }
+        Command::Retention {
+            command: RetentionCommand::Sweep,
+        } => {
+            let store = cli.store().await?;
+            let (counts, seq) = store.sweep_retention().await.map_err(|e| e.to_string())?;
+            store.close().await;
+            println!(
+                "retention sweep done (audit entry {seq}): {} records, {} ledger entries, {} idempotency keys, \
+                 {} consent history entries purged; {} audit entries emptied",
+                counts.records,
+                counts.ledger_entries,
+                counts.idempotency_keys,
+                counts.consent_history,
+                counts.audit_entries
+            );
         }
         Command::Migrate => {
             let store = cli.store().await?;
@@ -189,6 +233,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             let role = match role {
                 RoleArg::Platform => Role::Platform,
                 RoleArg::Auditor => Role::Auditor,
+                RoleArg::Admin => Role::Admin,
             };
             let (id, key) = store.add_tenant(name, role).await.map_err(|e| e.to_string())?;
             println!(

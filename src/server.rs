@@ -5,7 +5,11 @@ use std::io;
 
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::api::{router, AppState};
+use crate::store::Store;
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
 pub async fn serve(
@@ -39,4 +43,25 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Runs the retention sweeper every `interval` (the first sweep right away).
+pub async fn sweep_periodically(store: Arc<Store>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.sweep_retention().await {
+            Ok((counts, seq)) => tracing::info!(
+                audit_seq = seq,
+                records = counts.records,
+                ledger_entries = counts.ledger_entries,
+                idempotency_keys = counts.idempotency_keys,
+                consent_history = counts.consent_history,
+                audit_entries = counts.audit_entries,
+                "retention sweep"
+            ),
+            Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+        }
+    }
 }

@@ -114,7 +114,7 @@ pub async fn post_events(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let (events, batch) = events_of(body)?;
-    let methodology = &state.policies.methodology;
+    let methodology = &state.store.policies().methodology;
     let now = state.store.now();
 
     // Each slot is either an index into `items` or a rejection.
@@ -150,12 +150,9 @@ pub async fn post_events(
         }
     }
 
-    let outcomes = state
-        .store
-        .ingest(&caller.access(Purpose::Accounting), items, methodology)
-        .await?;
+    let outcomes = state.store.ingest(&caller.access(Purpose::Accounting), items).await?;
     let mut any_recorded = false;
-    let receipts = slots
+    let receipts: Vec<ReceiptView> = slots
         .into_iter()
         .map(|(echo, slot)| match slot {
             Ok(i) => match outcomes[i].clone() {
@@ -164,12 +161,24 @@ pub async fn post_events(
                     ReceiptView::accepted(echo, Status::Recorded, r)
                 }
                 IngestOutcome::Duplicate(r) => ReceiptView::accepted(echo, Status::Duplicate, r),
+                IngestOutcome::ConsentRequired { purpose, kind } => {
+                    ReceiptView::rejected(echo, Problem::consent_required(purpose, &kind))
+                }
             },
             Err(problem) => ReceiptView::rejected(echo, problem),
         })
         .collect();
-    // A single new event is "201 Created"; batches and retries answer 200
-    // with a receipt per event.
+    // A single event answers like a resource: 201 when recorded, its
+    // problem when refused. Batches and retries answer 200 with a receipt
+    // per event.
+    if !batch {
+        if let Some(ReceiptView {
+            problem: Some(problem), ..
+        }) = receipts.first()
+        {
+            return Ok(problem.clone().into_response());
+        }
+    }
     let status = if !batch && any_recorded {
         StatusCode::CREATED
     } else {

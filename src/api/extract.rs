@@ -71,9 +71,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Subject {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let Path(mut params) = Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::Malformed("the subject id in the path is not valid UTF-8".into()))?;
+            .map_err(|_| ApiError::Malformed("the path parameters are not valid UTF-8".into()))?;
+        let id = params
+            .remove("id")
+            .ok_or_else(|| ApiError::Internal("route has no {id} parameter".into()))?;
         SubjectId::parse(id).map(Subject).ok_or_else(|| {
             ApiError::Malformed("the subject id must be 1 to 128 bytes without control characters".into())
         })

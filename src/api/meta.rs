@@ -17,8 +17,8 @@ pub async fn methodology(State(state): State<AppState>) -> Response {
     json(
         StatusCode::OK,
         &json!({
-            "policy_digest": state.policies.digest.to_string(),
-            "methodology": state.policies.methodology,
+            "policy_digest": state.store.policies().digest.to_string(),
+            "methodology": state.store.policies().methodology,
         }),
     )
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routing, authentication, request logging and thin handlers
 //! that call the domain and the access layer.
 
+mod consents;
 mod events;
 mod extract;
 mod meta;
@@ -15,12 +16,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use futures_util::FutureExt;
 use serde::Serialize;
 
-use crate::policy::PolicySet;
 use crate::store::Store;
 pub use problem::{ApiError, Problem};
 
@@ -33,7 +33,6 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
-    pub policies: Arc<PolicySet>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +40,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::post_events))
         .route("/v1/subjects/{id}/account", get(subjects::account))
         .route("/v1/subjects/{id}/records", get(subjects::records))
+        .route("/v1/subjects/{id}/consents", get(consents::list))
+        .route(
+            "/v1/subjects/{id}/consents/{purpose}",
+            put(consents::grant).delete(consents::withdraw),
+        )
+        .route("/v1/consent/purposes", get(consents::purposes))
         .route("/v1/methodology", get(meta::methodology))
         .route("/healthz", get(meta::healthz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

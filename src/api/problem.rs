@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::{FieldError, FieldProblem};
+use crate::policy::Purpose;
 use crate::store::StoreError;
 
 /// A problem document (RFC 9457).
@@ -23,6 +24,19 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// An event refused because the person has not consented.
+    pub fn consent_required(purpose: Purpose, kind: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "consent-required",
+            "Consent required",
+            format!(
+                "the person has not consented to purpose {purpose} for kind {kind} under the current notice; \
+                 record their consent with PUT /v1/subjects/{{id}}/consents/{purpose}"
+            ),
+        )
+    }
+
     pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
         Self {
             type_uri: format!("urn:carbon-ledger:problem:{slug}"),
@@ -115,6 +129,9 @@ impl ApiError {
                 StoreError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
                 StoreError::SubjectNotFound => Problem::new(S::NOT_FOUND, "subject-not-found", "Subject not found", "no data is held on this subject for this platform"),
                 StoreError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
+                StoreError::StaleNotice { .. } => {
+                    Problem::new(S::CONFLICT, "stale-notice", "Notice version is not current", e.to_string())
+                }
                 StoreError::Invalid(why) => Problem::new(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", why.clone()),
                 StoreError::Integrity => Problem::new(
                     S::INTERNAL_SERVER_ERROR,
@@ -122,7 +139,12 @@ impl ApiError {
                     "Record integrity failure",
                     "a stored record failed its integrity check; nothing was returned and the operator has been alerted",
                 ),
-                StoreError::Database(sqlx::Error::PoolTimedOut) => Problem::new(S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "the database is busy; retry shortly"),
+                e if e.is_busy() => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is busy; retry shortly",
+                ),
                 _ => internal(),
             },
             ApiError::Internal(_) => internal(),

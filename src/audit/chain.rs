@@ -53,14 +53,18 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// Checks the next stored row: its position, its encoding and its chain
-    /// hash.
+    /// Checks the next stored row: its position, its encoding, its leaf hash
+    /// and its chain hash. A row whose entry the retention sweeper emptied
+    /// contributes its stored leaf hash: it can no longer be read, but
+    /// changing it still breaks the chain at the next entry. Returns the
+    /// decoded entry, if it is still there.
     pub fn push(
         &mut self,
         stored_seq: i64,
-        entry_bytes: &[u8],
+        entry_bytes: Option<&[u8]>,
+        stored_leaf: &[u8],
         stored_chain: &[u8],
-    ) -> Result<AuditEntry, VerifyError> {
+    ) -> Result<Option<AuditEntry>, VerifyError> {
         let expected = self.next_seq;
         let fail = |reason: String| VerifyError { seq: expected, reason };
         if stored_seq != expected as i64 {
@@ -70,14 +74,29 @@ impl ChainVerifier {
                 format!("out of order (found entry {stored_seq})")
             }));
         }
-        let entry = AuditEntry::decode(entry_bytes).map_err(|e| fail(e.to_string()))?;
-        if entry.seq != expected {
-            return Err(fail(format!("its contents claim position {}", entry.seq)));
-        }
-        let chain = chain_hash(&self.prev, &leaf_hash(entry_bytes));
+        let (leaf, entry) = match entry_bytes {
+            Some(bytes) => {
+                let entry = AuditEntry::decode(bytes).map_err(|e| fail(e.to_string()))?;
+                if entry.seq != expected {
+                    return Err(fail(format!("its contents claim position {}", entry.seq)));
+                }
+                let leaf = leaf_hash(bytes);
+                if leaf.as_slice() != stored_leaf {
+                    return Err(fail("contents do not match their leaf hash (altered)".into()));
+                }
+                (leaf, Some(entry))
+            }
+            None => {
+                let leaf: [u8; 32] = stored_leaf
+                    .try_into()
+                    .map_err(|_| fail("pruned entry has no 32-byte leaf hash".into()))?;
+                (leaf, None)
+            }
+        };
+        let chain = chain_hash(&self.prev, &leaf);
         if chain.as_slice() != stored_chain {
             return Err(fail(
-                "contents do not match the hash chain (altered, or an earlier entry was)".into(),
+                "does not match the hash chain (it, or an entry before it, was altered, removed or inserted)".into(),
             ));
         }
         self.prev = chain;
@@ -117,22 +136,30 @@ mod tests {
     use super::*;
     use crate::audit::entry::tests::samples;
 
-    fn stored() -> Vec<(i64, Vec<u8>, [u8; 32])> {
+    type Row = (i64, Vec<u8>, [u8; 32], [u8; 32]);
+
+    fn stored() -> Vec<Row> {
         let mut prev = GENESIS;
         samples()
             .into_iter()
             .map(|e| {
                 let bytes = e.encode();
-                prev = chain_hash(&prev, &leaf_hash(&bytes));
-                (e.seq as i64, bytes, prev)
+                let leaf = leaf_hash(&bytes);
+                prev = chain_hash(&prev, &leaf);
+                (e.seq as i64, bytes, leaf, prev)
             })
             .collect()
     }
 
-    fn verify(rows: &[(i64, Vec<u8>, [u8; 32])], head: (i64, [u8; 32])) -> Result<Checked, VerifyError> {
+    fn verify(rows: &[Row], head: (i64, [u8; 32])) -> Result<Checked, VerifyError> {
+        verify_pruned(rows, 0, head)
+    }
+
+    /// Verifies with the first `pruned` entries emptied, as retention does.
+    fn verify_pruned(rows: &[Row], pruned: usize, head: (i64, [u8; 32])) -> Result<Checked, VerifyError> {
         let mut v = ChainVerifier::default();
-        for (seq, bytes, chain) in rows {
-            v.push(*seq, bytes, chain)?;
+        for (i, (seq, bytes, leaf, chain)) in rows.iter().enumerate() {
+            v.push(*seq, (i >= pruned).then_some(bytes.as_slice()), leaf, chain)?;
         }
         v.finish(head.0, &head.1)
     }
@@ -140,14 +167,24 @@ mod tests {
     #[test]
     fn intact_log_verifies() {
         let rows = stored();
-        let head = (rows.len() as i64, rows.last().unwrap().2);
+        let head = (rows.len() as i64, rows.last().unwrap().3);
         assert_eq!(verify(&rows, head).unwrap().entries, rows.len() as u64);
+    }
+
+    #[test]
+    fn pruned_entries_still_chain_and_their_hashes_are_checked() {
+        let rows = stored();
+        let head = (rows.len() as i64, rows.last().unwrap().3);
+        assert!(verify_pruned(&rows, 3, head).is_ok());
+        let mut bad = rows.clone();
+        bad[1].2[0] ^= 1; // a pruned entry's leaf hash
+        assert_eq!(verify_pruned(&bad, 3, head).unwrap_err().seq, 2);
     }
 
     #[test]
     fn every_single_byte_change_is_caught_at_its_entry() {
         let rows = stored();
-        let head = (rows.len() as i64, rows.last().unwrap().2);
+        let head = (rows.len() as i64, rows.last().unwrap().3);
         for i in 0..rows.len() {
             for byte in 0..rows[i].1.len() {
                 let mut bad = rows.clone();
@@ -164,7 +201,7 @@ mod tests {
     #[test]
     fn deletion_swap_and_truncation_are_caught() {
         let rows = stored();
-        let head = (rows.len() as i64, rows.last().unwrap().2);
+        let head = (rows.len() as i64, rows.last().unwrap().3);
         let mut deleted = rows.clone();
         deleted.remove(2);
         assert_eq!(verify(&deleted, head).unwrap_err().seq, 3);

@@ -12,6 +12,7 @@
 
 use crate::crypto::AuditRef;
 use crate::domain::{Day, Role, TenantId};
+use crate::policy::Purpose;
 
 const VERSION: u8 = 1;
 
@@ -29,6 +30,33 @@ pub struct AuditEntry {
 pub enum ReadScope {
     Account,
     Records,
+    Consents,
+}
+
+impl ReadScope {
+    fn code(self) -> u8 {
+        match self {
+            ReadScope::Account => 1,
+            ReadScope::Records => 2,
+            ReadScope::Consents => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        [ReadScope::Account, ReadScope::Records, ReadScope::Consents]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
+/// How many rows of each class a retention sweep purged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    pub records: u64,
+    pub ledger_entries: u64,
+    pub idempotency_keys: u64,
+    pub consent_history: u64,
+    pub audit_entries: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +89,24 @@ pub enum Action {
         scope: ReadScope,
         items: u32,
     },
+    /// Consent was granted (`kinds`: comma-separated, `*` for all) or withdrawn.
+    ConsentChanged {
+        subject: AuditRef,
+        purpose: Purpose,
+        granted: bool,
+        notice_version: u32,
+        kinds: String,
+    },
+    /// Data held only for a withdrawn purpose was deleted; the points of the
+    /// deleted ledger entries were kept in one carried-over entry.
+    WithdrawnDataDeleted {
+        subject: AuditRef,
+        purpose: Purpose,
+        records: u32,
+        ledger_entries: u32,
+    },
+    /// The retention sweeper purged data past its period.
+    RetentionSwept(SweepCounts),
 }
 
 impl Action {
@@ -70,13 +116,19 @@ impl Action {
             Action::TenantCreated { .. } => 2,
             Action::RecordWritten { .. } => 3,
             Action::SubjectRead { .. } => 4,
+            Action::ConsentChanged { .. } => 5,
+            Action::WithdrawnDataDeleted { .. } => 6,
+            Action::RetentionSwept(_) => 7,
         }
     }
 
     /// The subject an entry concerns, if any.
     pub fn subject(&self) -> Option<&AuditRef> {
         match self {
-            Action::RecordWritten { subject, .. } | Action::SubjectRead { subject, .. } => Some(subject),
+            Action::RecordWritten { subject, .. }
+            | Action::SubjectRead { subject, .. }
+            | Action::ConsentChanged { subject, .. }
+            | Action::WithdrawnDataDeleted { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -130,11 +182,43 @@ impl AuditEntry {
             }
             Action::SubjectRead { subject, scope, items } => {
                 w.extend_from_slice(subject.as_bytes());
-                w.push(match scope {
-                    ReadScope::Account => 1,
-                    ReadScope::Records => 2,
-                });
+                w.push(scope.code());
                 w.extend_from_slice(&items.to_be_bytes());
+            }
+            Action::ConsentChanged {
+                subject,
+                purpose,
+                granted,
+                notice_version,
+                kinds,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.push(purpose.code());
+                w.push(u8::from(*granted));
+                w.extend_from_slice(&notice_version.to_be_bytes());
+                put_str(&mut w, kinds);
+            }
+            Action::WithdrawnDataDeleted {
+                subject,
+                purpose,
+                records,
+                ledger_entries,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.push(purpose.code());
+                w.extend_from_slice(&records.to_be_bytes());
+                w.extend_from_slice(&ledger_entries.to_be_bytes());
+            }
+            Action::RetentionSwept(c) => {
+                for n in [
+                    c.records,
+                    c.ledger_entries,
+                    c.idempotency_keys,
+                    c.consent_history,
+                    c.audit_entries,
+                ] {
+                    w.extend_from_slice(&n.to_be_bytes());
+                }
             }
         }
         w
@@ -170,21 +254,33 @@ impl AuditEntry {
                 reduction_mg: r.i64()?,
                 points: r.i64()?,
                 methodology_version: r.string()?,
-                capped: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError("flag is not 0 or 1")),
-                },
+                capped: r.flag()?,
             },
             4 => Action::SubjectRead {
                 subject: AuditRef::from_bytes(r.array()?),
-                scope: match r.u8()? {
-                    1 => ReadScope::Account,
-                    2 => ReadScope::Records,
-                    _ => return Err(DecodeError("unknown read scope")),
-                },
+                scope: ReadScope::from_code(r.u8()?).ok_or(DecodeError("unknown read scope"))?,
                 items: r.u32()?,
             },
+            5 => Action::ConsentChanged {
+                subject: AuditRef::from_bytes(r.array()?),
+                purpose: r.purpose()?,
+                granted: r.flag()?,
+                notice_version: r.u32()?,
+                kinds: r.string()?,
+            },
+            6 => Action::WithdrawnDataDeleted {
+                subject: AuditRef::from_bytes(r.array()?),
+                purpose: r.purpose()?,
+                records: r.u32()?,
+                ledger_entries: r.u32()?,
+            },
+            7 => Action::RetentionSwept(SweepCounts {
+                records: r.u64()?,
+                ledger_entries: r.u64()?,
+                idempotency_keys: r.u64()?,
+                consent_history: r.u64()?,
+                audit_entries: r.u64()?,
+            }),
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
@@ -219,6 +315,18 @@ impl Reader<'_> {
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
+    }
+
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError("flag is not 0 or 1")),
+        }
+    }
+
+    fn purpose(&mut self) -> Result<Purpose, DecodeError> {
+        Purpose::from_code(self.u8()?).ok_or(DecodeError("unknown purpose"))
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
@@ -286,6 +394,26 @@ pub(crate) mod tests {
                 scope: ReadScope::Records,
                 items: 7,
             },
+            Action::ConsentChanged {
+                subject,
+                purpose: Purpose::Rewards,
+                granted: true,
+                notice_version: 2,
+                kinds: "*".into(),
+            },
+            Action::WithdrawnDataDeleted {
+                subject,
+                purpose: Purpose::Accounting,
+                records: 4,
+                ledger_entries: 4,
+            },
+            Action::RetentionSwept(SweepCounts {
+                records: 1,
+                ledger_entries: 2,
+                idempotency_keys: 3,
+                consent_history: 4,
+                audit_entries: 5,
+            }),
         ];
         actions
             .into_iter()

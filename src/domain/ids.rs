@@ -88,51 +88,44 @@ mod tests {
     }
 }
 
-/// What a tenant may do, by kind of caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// What a tenant may do, by kind of caller; `policies/access.toml` maps
+/// roles to actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// A platform reporting its users' behaviours and serving its users.
+    /// A platform reporting its users' behaviours and serving them.
     Platform,
     /// An auditor: the audit log and aggregates, never personal data.
     Auditor,
+    /// An operator's tenant for administrative actions.
+    Admin,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Platform, Role::Auditor, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Platform => "platform",
             Role::Auditor => "auditor",
+            Role::Admin => "admin",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "platform" => Some(Role::Platform),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    fn code(self) -> u8 {
+    /// Stable byte for the audit log's binary encoding.
+    pub fn to_code(self) -> u8 {
         match self {
             Role::Platform => 1,
             Role::Auditor => 2,
+            Role::Admin => 3,
         }
     }
 
-    fn from_code(code: u8) -> Option<Self> {
-        [Role::Platform, Role::Auditor].into_iter().find(|r| r.code() == code)
-    }
-}
-
-impl Role {
-    /// Stable byte for the audit log's binary encoding.
-    pub fn to_code(self) -> u8 {
-        self.code()
-    }
-
     pub fn from_audit_code(code: u8) -> Option<Self> {
-        Self::from_code(code)
+        Self::ALL.into_iter().find(|r| r.to_code() == code)
     }
 }

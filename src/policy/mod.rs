@@ -1,18 +1,34 @@
 //! The policy files the service enforces: loaded from a directory or from
-//! the copy compiled into the binary, validated, and identified by a digest
-//! that is written into the audit log on every load.
+//! the copy compiled into the binary, validated (each file and across
+//! files), and identified by a digest that is written into the audit log on
+//! every load.
+
+mod access;
+mod consent;
+mod retention;
 
 use std::fmt;
 use std::path::Path;
 
+pub use access::{AccessPolicy, Permission, RolePolicy};
+pub use consent::{ConsentPolicy, Purpose, PurposePolicy};
+pub use retention::{ClassPolicy, DataClass, RetentionPolicy};
+
 use crate::domain::Methodology;
+#[cfg(test)]
+use crate::domain::Role;
 
 /// The shipped policies, compiled in so `serve` works with no files around.
-const EMBEDDED: &[(&str, &str)] = &[("methodology.toml", include_str!("../../policies/methodology.toml"))];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("access.toml", include_str!("../../policies/access.toml")),
+    ("consent.toml", include_str!("../../policies/consent.toml")),
+    ("methodology.toml", include_str!("../../policies/methodology.toml")),
+    ("retention.toml", include_str!("../../policies/retention.toml")),
+];
 
 /// The policy files this version knows. Any other `.toml` in the directory is
 /// refused rather than silently ignored.
-const KNOWN_FILES: &[&str] = &["methodology.toml"];
+const KNOWN_FILES: &[&str] = &["access.toml", "consent.toml", "methodology.toml", "retention.toml"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -46,6 +62,9 @@ impl fmt::Debug for PolicyDigest {
 #[derive(Debug)]
 pub struct PolicySet {
     pub methodology: Methodology,
+    pub consent: ConsentPolicy,
+    pub retention: RetentionPolicy,
+    pub access: AccessPolicy,
     /// The methodology file's text, kept so each version's exact rules can be
     /// stored beside the records computed under them.
     pub methodology_text: String,
@@ -74,13 +93,37 @@ impl PolicySet {
                     dir: source.clone(),
                 })
         };
+        let invalid = |file: &str| {
+            let file = file.to_owned();
+            move |reason| PolicyError::Invalid { file, reason }
+        };
         let methodology_text = text("methodology.toml")?;
-        let methodology = Methodology::from_toml(&methodology_text).map_err(|reason| PolicyError::Invalid {
-            file: "methodology.toml".into(),
-            reason,
-        })?;
+        let methodology = Methodology::from_toml(&methodology_text).map_err(invalid("methodology.toml"))?;
+        let consent = ConsentPolicy::from_toml(&text("consent.toml")?).map_err(invalid("consent.toml"))?;
+        let retention = RetentionPolicy::from_toml(&text("retention.toml")?).map_err(invalid("retention.toml"))?;
+        let access = AccessPolicy::from_toml(&text("access.toml")?).map_err(invalid("access.toml"))?;
+
+        for (purpose, p) in &consent.purposes {
+            if !DataClass::ALL.iter().any(|c| c.as_str() == p.retention) {
+                return Err(invalid("consent.toml")(format!(
+                    "purpose {purpose} has no retention: {:?} is not a class of retention.toml",
+                    p.retention
+                )));
+            }
+        }
+        // A retry must be recognized for as long as the event it repeats is
+        // accepted, or it would be counted twice.
+        if retention.days(DataClass::IdempotencyKeys) <= u32::from(methodology.accept_days) {
+            return Err(invalid("retention.toml")(format!(
+                "idempotency_keys must be kept longer than the {} days events are accepted late",
+                methodology.accept_days
+            )));
+        }
         Ok(Self {
             methodology,
+            consent,
+            retention,
+            access,
             methodology_text,
             digest: digest(&files),
             source,
@@ -148,13 +191,31 @@ mod tests {
         assert_eq!(embedded.digest, dir.digest);
     }
 
+    fn shipped_copy() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in EMBEDDED {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(dir.join(file), text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn refusal(file: &str, from: &str, to: &str) -> String {
+        let dir = shipped_copy();
+        edit(dir.path(), file, from, to);
+        PolicySet::load(Some(dir.path())).unwrap_err().to_string()
+    }
+
     #[test]
     fn digest_changes_with_any_byte_and_unknown_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = EMBEDDED[0].1;
-        std::fs::write(dir.path().join("methodology.toml"), text).unwrap();
+        let dir = shipped_copy();
         let a = PolicySet::load(Some(dir.path())).unwrap().digest;
-        std::fs::write(dir.path().join("methodology.toml"), format!("{text}\n")).unwrap();
+        edit(dir.path(), "access.toml", "[roles.admin]", "\n[roles.admin]");
         assert_ne!(a, PolicySet::load(Some(dir.path())).unwrap().digest);
         std::fs::write(dir.path().join("extra.toml"), "").unwrap();
         assert!(matches!(
@@ -164,9 +225,40 @@ mod tests {
     }
 
     #[test]
-    fn missing_methodology_is_named() {
-        let dir = tempfile::tempdir().unwrap();
+    fn missing_files_are_named() {
+        let dir = shipped_copy();
+        std::fs::remove_file(dir.path().join("retention.toml")).unwrap();
         let err = PolicySet::load(Some(dir.path())).unwrap_err();
-        assert!(err.to_string().contains("methodology.toml"), "{err}");
+        assert!(err.to_string().contains("retention.toml"), "{err}");
+    }
+
+    #[test]
+    fn purposes_need_a_notice_and_a_retention() {
+        let err = refusal("consent.toml", "notice = \"Your recorded", "notice = \" \"\n# \"");
+        assert!(err.contains("rewards has no notice"), "{err}");
+        let err = refusal("consent.toml", "retention = \"records\"", "retention = \"forever\"");
+        assert!(err.contains("accounting has no retention"), "{err}");
+        let err = refusal("consent.toml", "retention = \"records\"", "# no retention");
+        assert!(err.contains("consent.toml"), "{err}");
+        let err = refusal("consent.toml", "[purposes.statistics]", "[purposes.statistic]");
+        assert!(err.contains("statistic"), "{err}");
+    }
+
+    #[test]
+    fn retention_and_access_are_checked() {
+        assert!(refusal("retention.toml", "[classes.audit_entries]", "[classes.audit]").contains("audit"));
+        let err = refusal("retention.toml", "days = 45", "days = 30");
+        assert!(err.contains("idempotency_keys must be kept longer"), "{err}");
+        let err = refusal("access.toml", "actions = []", "actions = [\"subjects.read\"]");
+        assert!(err.contains("auditors never see personal data"), "{err}");
+        assert!(refusal("access.toml", "\"events.record\"", "\"events.delete\"").contains("access.toml"));
+    }
+
+    #[test]
+    fn roles_map_to_permissions() {
+        let p = PolicySet::load(None).unwrap();
+        assert!(p.access.allows(Role::Platform, Permission::RecordEvents));
+        assert!(!p.access.allows(Role::Auditor, Permission::ReadSubjects));
+        assert!(!p.access.allows(Role::Admin, Permission::RecordEvents));
     }
 }

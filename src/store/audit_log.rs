@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::sql::{insert_rows, Arg};
-use super::StoreError;
+use super::{Engine, StoreError};
 use crate::audit::chain::{chain_hash, leaf_hash, Checked};
 use crate::audit::{Action, AuditEntry, ChainVerifier, VerifyError};
 use crate::domain::TenantId;
@@ -16,6 +16,16 @@ pub(super) struct Appender {
     prev: [u8; 32],
     rows: Vec<Vec<Arg>>,
 }
+
+const COLUMNS: [&str; 7] = [
+    "seq",
+    "entry",
+    "leaf_hash",
+    "chain_hash",
+    "at",
+    "tenant_id",
+    "subject_ref",
+];
 
 impl Appender {
     /// Locks the head row (an UPDATE, so both engines take a write lock on
@@ -36,6 +46,10 @@ impl Appender {
         })
     }
 
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     pub(super) fn append(&mut self, at: i64, actor: Option<TenantId>, action: Action) -> u64 {
         self.seq += 1;
         let subject_ref = action.subject().map(|r| r.as_bytes().to_vec());
@@ -46,30 +60,25 @@ impl Appender {
             action,
         };
         let bytes = entry.encode();
-        self.prev = chain_hash(&self.prev, &leaf_hash(&bytes));
+        let leaf = leaf_hash(&bytes);
+        self.prev = chain_hash(&self.prev, &leaf);
         self.rows.push(vec![
             Arg::Int(self.seq as i64),
             Arg::Blob(bytes),
+            Arg::Blob(leaf.to_vec()),
             Arg::Blob(self.prev.to_vec()),
+            Arg::Int(at),
             actor.map_or(Arg::NullInt, |t| Arg::Int(t.get())),
             subject_ref.map_or(Arg::NullBlob, Arg::Blob),
         ]);
         self.seq
     }
 
-    pub(super) async fn flush(self, conn: &mut AnyConnection, engine: super::Engine) -> Result<(), StoreError> {
+    pub(super) async fn flush(self, conn: &mut AnyConnection, engine: Engine) -> Result<(), StoreError> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        insert_rows(
-            conn,
-            engine,
-            "audit_log",
-            &["seq", "entry", "chain_hash", "tenant_id", "subject_ref"],
-            self.rows,
-            "",
-        )
-        .await?;
+        insert_rows(conn, engine, "audit_log", &COLUMNS, self.rows, "").await?;
         sqlx::query("UPDATE audit_head SET seq = $1, chain_hash = $2 WHERE id = 1")
             .bind(self.seq as i64)
             .bind(self.prev.to_vec())
@@ -77,6 +86,16 @@ impl Appender {
             .await?;
         Ok(())
     }
+}
+
+/// Empties the entries appended before `cutoff` (Unix seconds), keeping
+/// their hashes so the chain still verifies. Returns how many were emptied.
+pub(super) async fn prune_before(conn: &mut AnyConnection, cutoff: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("UPDATE audit_log SET entry = NULL, subject_ref = NULL WHERE at < $1 AND entry IS NOT NULL")
+        .bind(cutoff)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// The outcome of recomputing the chain.
@@ -96,7 +115,7 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(
-            "SELECT seq, entry, chain_hash FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, entry, leaf_hash, chain_hash FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )
         .bind(after)
         .bind(head_seq)
@@ -105,9 +124,10 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
         .await?;
         for row in &rows {
             let seq: i64 = row.try_get(0)?;
-            let entry: Vec<u8> = row.try_get(1)?;
-            let chain: Vec<u8> = row.try_get(2)?;
-            if let Err(e) = verifier.push(seq, &entry, &chain) {
+            let entry: Option<Vec<u8>> = row.try_get(1)?;
+            let leaf: Vec<u8> = row.try_get(2)?;
+            let chain: Vec<u8> = row.try_get(3)?;
+            if let Err(e) = verifier.push(seq, entry.as_deref(), &leaf, &chain) {
                 return Ok(Err(e));
             }
             after = seq;
@@ -131,8 +151,9 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
     Ok(verifier.finish(head_seq, &head_hash))
 }
 
+/// Entries still readable (not pruned) after `after_seq`.
 pub(super) async fn entries(pool: &AnyPool, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-    let rows = sqlx::query("SELECT entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+    let rows = sqlx::query("SELECT entry FROM audit_log WHERE seq > $1 AND entry IS NOT NULL ORDER BY seq LIMIT $2")
         .bind(after_seq as i64)
         .bind(i64::from(limit))
         .fetch_all(pool)

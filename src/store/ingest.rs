@@ -12,7 +12,8 @@ use super::sql::{insert_rows, Arg, Params};
 use super::{Access, Store, StoreError};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, CURRENT_KEY_VERSION};
-use crate::domain::{CoarseRecord, DailyUsage, Day, EventId, Methodology, Milligrams, SubjectId};
+use crate::domain::{CoarseRecord, DailyUsage, Day, EventId, Milligrams, SubjectId};
+use crate::policy::{Permission, Purpose};
 
 /// One valid event, minimized, ready to be recorded.
 #[derive(Debug)]
@@ -77,6 +78,12 @@ pub enum IngestOutcome {
     Recorded(Receipt),
     /// The platform sent this event id before; the original receipt.
     Duplicate(Receipt),
+    /// The person has not consented to `purpose` for this kind: nothing
+    /// about the event was stored.
+    ConsentRequired {
+        purpose: Purpose,
+        kind: String,
+    },
 }
 
 type DayKey = (Pseudonym, Day, String);
@@ -115,15 +122,13 @@ impl Usage {
 }
 
 impl Store {
-    /// Records a batch. Every item is either recorded or recognized as a
-    /// duplicate; all of it commits or none of it does.
-    pub async fn ingest(
-        &self,
-        access: &Access,
-        items: Vec<IngestItem>,
-        methodology: &Methodology,
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let tenant = access.require_platform("record behaviours")?;
+    /// Records a batch under the methodology in force. Every item is
+    /// recorded, recognized as a duplicate, or refused for want of consent;
+    /// all of it commits or none of it does. Points are awarded only under
+    /// consent to `rewards`.
+    pub async fn ingest(&self, access: &Access, items: Vec<IngestItem>) -> Result<Vec<IngestOutcome>, StoreError> {
+        let tenant = self.authorize(access, Permission::RecordEvents)?;
+        let methodology = &self.policies.methodology;
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -141,9 +146,13 @@ impl Store {
             })
             .collect();
         let subjects: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
-        let salts = self.salts_for(&subjects, now.unix_timestamp()).await?;
+        // Only consent creates a subject's salt: a subject without one has
+        // consented to nothing.
+        let salts = self.existing_salts(&subjects).await?;
+        let known: Vec<Pseudonym> = salts.keys().copied().collect();
 
         let mut w = self.begin_write().await?;
+        let consents = self.consent_state(&mut w, tenant, &known).await?;
         let mut seen = self.known_receipts(&mut w, tenant.get(), &items).await?;
         let mut usage = self.usage(&mut w, tenant.get(), &items).await?;
 
@@ -154,6 +163,16 @@ impl Store {
                 outcomes.push(IngestOutcome::Duplicate(receipt.clone()));
                 continue;
             }
+            let Some(salt) = salts
+                .get(&subject)
+                .filter(|_| consents.allows(self, &subject, Purpose::Accounting, record.kind()))
+            else {
+                outcomes.push(IngestOutcome::ConsentRequired {
+                    purpose: Purpose::Accounting,
+                    kind: record.kind().to_owned(),
+                });
+                continue;
+            };
             let day_key = (subject, record.day(), record.kind().to_owned());
             let variant = record.variant().unwrap_or("").to_owned();
             let assessment = methodology
@@ -166,10 +185,11 @@ impl Store {
                     ))
                 })?;
             usage.add(day_key, variant.clone(), 1, assessment.reduction.0);
-
-            let salt = salts
-                .get(&subject)
-                .ok_or_else(|| StoreError::Corrupt("salt missing after creation".into()))?;
+            let points = if consents.allows(self, &subject, Purpose::Rewards, record.kind()) {
+                assessment.points
+            } else {
+                0
+            };
             let keys_of_subject = self.root.subject_keys(salt, CURRENT_KEY_VERSION);
             let record_id = RecordId::generate(now);
             let aad = RecordAad {
@@ -187,7 +207,7 @@ impl Store {
                     variant: record.variant().map(str::to_owned),
                     day: record.day(),
                     reduction_mg: assessment.reduction.0,
-                    points: assessment.points,
+                    points,
                     methodology_version: methodology.version.clone(),
                     capped: assessment.capped,
                 },
@@ -195,7 +215,7 @@ impl Store {
             let receipt = Receipt {
                 record_id,
                 reduction: assessment.reduction,
-                points: assessment.points,
+                points,
                 methodology_version: methodology.version.clone(),
                 capped: assessment.capped,
                 audit_seq,
@@ -320,11 +340,15 @@ impl Store {
             let mut p = Params::new(self.engine);
             let sql = format!(
                 "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq \
-                 FROM idempotency_keys WHERE tenant_id = {} AND event_key IN ({})",
+                 FROM idempotency_keys WHERE tenant_id = {} AND created_at >= {} AND event_key IN ({})",
+                p.one(),
                 p.one(),
                 p.list(chunk.len())
             );
-            let mut q = sqlx::query(&sql).persistent(false).bind(tenant);
+            let mut q = sqlx::query(&sql)
+                .persistent(false)
+                .bind(tenant)
+                .bind(self.cutoffs().idempotency_at);
             for k in chunk {
                 q = q.bind(k.to_vec());
             }

@@ -1,11 +1,12 @@
 //! The key store: per-subject random salts, in a database of their own
-//! (`keys.db` on SQLite, schema `keystore` on PostgreSQL).
+//! (`keys.db` on SQLite, schema `keystore` on PostgreSQL). A subject gets a
+//! salt when a consent first establishes them; nothing else creates one.
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 
-use super::sql::{insert_rows, Arg, Params};
+use super::sql::Params;
 use super::{Store, StoreError};
 use crate::crypto::{random_bytes, Pseudonym, SubjectSalt};
 
@@ -19,77 +20,54 @@ impl Store {
         row.map(|row| salt_from(&row.try_get::<Vec<u8>, _>(0)?)).transpose()
     }
 
-    /// Salts for every subject given, creating the missing ones. Committed in
-    /// the key store before any record is written under them, so a crash in
-    /// between leaves an unused salt, never a record without its key.
-    pub(super) async fn salts_for(
+    /// The subject's salt, created if missing. Committed in the key store
+    /// before anything is written under it, so a crash in between leaves an
+    /// unused salt, never data without its key.
+    pub(super) async fn salt_or_create(&self, subject: &Pseudonym, now: i64) -> Result<SubjectSalt, StoreError> {
+        if let Some(salt) = self.salt_of(subject).await? {
+            return Ok(salt);
+        }
+        // A concurrent request may create it first: keep theirs.
+        sqlx::query(
+            "INSERT INTO subject_keys (subject, key_id, salt, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject) DO NOTHING",
+        )
+        .bind(subject.as_bytes().to_vec())
+        .bind(random_bytes::<16>().to_vec())
+        .bind(SubjectSalt::generate().as_bytes().to_vec())
+        .bind(now)
+        .execute(&self.keys)
+        .await?;
+        self.salt_of(subject)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a subject salt vanished while being created".into()))
+    }
+
+    /// The salts of those of `subjects` that have one.
+    pub(super) async fn existing_salts(
         &self,
         subjects: &BTreeSet<Pseudonym>,
-        now: i64,
     ) -> Result<HashMap<Pseudonym, SubjectSalt>, StoreError> {
-        let mut found = fetch_salts(&self.keys, self.engine, subjects).await?;
-        let missing: Vec<Vec<Arg>> = subjects
-            .iter()
-            .filter(|s| !found.contains_key(*s))
-            .map(|s| {
-                vec![
-                    Arg::Blob(s.as_bytes().to_vec()),
-                    Arg::Blob(random_bytes::<16>().to_vec()),
-                    Arg::Blob(SubjectSalt::generate().as_bytes().to_vec()),
-                    Arg::Int(now),
-                ]
-            })
-            .collect();
-        if missing.is_empty() {
-            return Ok(found);
+        let mut out = HashMap::with_capacity(subjects.len());
+        let list: Vec<&Pseudonym> = subjects.iter().collect();
+        for chunk in list.chunks(1000) {
+            let sql = format!(
+                "SELECT subject, salt FROM subject_keys WHERE subject IN ({})",
+                Params::new(self.engine).list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for s in chunk {
+                q = q.bind(s.as_bytes().to_vec());
+            }
+            for row in q.fetch_all(&self.keys).await? {
+                let subject: Vec<u8> = row.try_get(0)?;
+                let subject = Pseudonym::from_stored(&subject)
+                    .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+                out.insert(subject, salt_from(&row.try_get::<Vec<u8>, _>(1)?)?);
+            }
         }
-        let mut conn = self.keys.acquire().await?;
-        // A concurrent request may have created some of them: keep theirs.
-        let columns = ["subject", "key_id", "salt", "created_at"];
-        insert_rows(
-            &mut conn,
-            self.engine,
-            "subject_keys",
-            &columns,
-            missing,
-            "ON CONFLICT (subject) DO NOTHING",
-        )
-        .await?;
-        drop(conn);
-        found.extend(fetch_salts(&self.keys, self.engine, subjects).await?);
-        if found.len() != subjects.len() {
-            return Err(StoreError::Corrupt(
-                "a subject salt vanished while being created".into(),
-            ));
-        }
-        Ok(found)
+        Ok(out)
     }
-}
-
-async fn fetch_salts(
-    pool: &AnyPool,
-    engine: super::Engine,
-    subjects: &BTreeSet<Pseudonym>,
-) -> Result<HashMap<Pseudonym, SubjectSalt>, StoreError> {
-    let mut out = HashMap::with_capacity(subjects.len());
-    let list: Vec<&Pseudonym> = subjects.iter().collect();
-    for chunk in list.chunks(1000) {
-        let sql = format!(
-            "SELECT subject, salt FROM subject_keys WHERE subject IN ({})",
-            Params::new(engine).list(chunk.len())
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for s in chunk {
-            q = q.bind(s.as_bytes().to_vec());
-        }
-        for row in q.fetch_all(pool).await? {
-            let subject: Vec<u8> = row.try_get(0)?;
-            let subject = Pseudonym::from_stored(&subject)
-                .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-            out.insert(subject, salt_from(&row.try_get::<Vec<u8>, _>(1)?)?);
-        }
-    }
-    Ok(out)
 }
 
 fn salt_from(bytes: &[u8]) -> Result<SubjectSalt, StoreError> {

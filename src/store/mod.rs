@@ -1,16 +1,21 @@
 //! The data access layer: the only code that touches the databases, and so
 //! the only door to personal data. Every operation on personal data states
-//! who is acting and for what purpose; every operation appends its audit
-//! entry in the same transaction as the change (or read) it records.
+//! who is acting and for what purpose; the layer checks the role against
+//! `policies/access.toml`, consent against `policies/consent.toml` and hides
+//! data past its retention period (`policies/retention.toml`). Every
+//! operation appends its audit entry in the same transaction as the change
+//! (or read) it records.
 //!
 //! Subject ids enter here as `SubjectId` and leave as pseudonyms: the layer
 //! pseudonymizes on the way in, so nothing outside it handles the mapping.
 
 mod audit_log;
+mod consent;
 mod engine;
 mod ingest;
 mod keystore;
 mod reads;
+mod retention;
 mod sql;
 mod tenants;
 
@@ -22,9 +27,11 @@ use crate::audit::{Action, AuditEntry};
 use crate::clock::Clock;
 use crate::crypto::{PseudonymKey, RootKey};
 use crate::domain::{Role, TenantId};
-use crate::policy::PolicySet;
+use crate::policy::{Permission, PolicySet};
 
+pub use crate::policy::Purpose;
 pub use audit_log::AuditCheck;
+pub use consent::{ConsentChange, ConsentView, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
@@ -52,6 +59,9 @@ pub enum StoreError {
     Forbidden(&'static str),
     #[error("no data is held on this subject")]
     SubjectNotFound,
+    /// A consent given under a notice version that is not the current one.
+    #[error("notice version {given} of purpose {purpose} is not the current one ({current}); show the current notice and ask again")]
+    StaleNotice { purpose: Purpose, given: u32, current: u32 },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -64,19 +74,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database could not be reached in time: worth a retry.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
 /// Who is acting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Actor {
     pub tenant: TenantId,
     pub role: Role,
-}
-
-/// Why personal data is being processed. Each access-layer call on personal
-/// data carries one; consent and retention checks key off it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
-    /// Recording behaviours and keeping the person's account.
-    Accounting,
 }
 
 /// The acting tenant and the purpose of one access.
@@ -90,15 +99,6 @@ impl Access {
     pub fn new(actor: Actor, purpose: Purpose) -> Self {
         Self { actor, purpose }
     }
-
-    /// Personal data is a platform's, about its own users; auditors never
-    /// see it.
-    fn require_platform(&self, what: &'static str) -> Result<TenantId, StoreError> {
-        match self.actor.role {
-            Role::Platform => Ok(self.actor.tenant),
-            Role::Auditor => Err(StoreError::Forbidden(what)),
-        }
-    }
 }
 
 pub struct Store {
@@ -108,6 +108,7 @@ pub struct Store {
     root: RootKey,
     pseudonyms: PseudonymKey,
     clock: Arc<dyn Clock>,
+    policies: Arc<PolicySet>,
     /// Serializes this process's write transactions; the audit head row lock
     /// serializes them across processes.
     write_lock: tokio::sync::Mutex<()>,
@@ -139,6 +140,11 @@ impl WriteTx<'_> {
         self.appender.append(self.at, actor, action)
     }
 
+    /// The sequence number of the last entry appended so far.
+    fn appender_seq(&self) -> u64 {
+        self.appender.seq()
+    }
+
     async fn commit(mut self) -> Result<(), StoreError> {
         let appender = std::mem::take(&mut self.appender);
         appender.flush(&mut self.tx, self.engine).await?;
@@ -150,7 +156,12 @@ impl WriteTx<'_> {
 impl Store {
     /// Connects, applies migrations, and checks the root key against the
     /// fingerprint stored on first use.
-    pub async fn open(database_url: &str, root: RootKey, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    pub async fn open(
+        database_url: &str,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicySet>,
+    ) -> Result<Self, StoreError> {
         let pools = engine::connect(database_url).await?;
         let store = Store {
             ledger: pools.ledger,
@@ -159,6 +170,7 @@ impl Store {
             pseudonyms: root.pseudonym_key(),
             root,
             clock,
+            policies,
             write_lock: tokio::sync::Mutex::new(()),
         };
         store.check_root_key().await?;
@@ -170,6 +182,10 @@ impl Store {
         self.clock.now()
     }
 
+    pub fn policies(&self) -> &Arc<PolicySet> {
+        &self.policies
+    }
+
     pub fn engine(&self) -> Engine {
         self.engine
     }
@@ -177,6 +193,15 @@ impl Store {
     pub async fn close(&self) {
         self.ledger.close().await;
         self.keys.close().await;
+    }
+
+    /// The acting tenant, if its role may do `permission`.
+    fn authorize(&self, access: &Access, permission: Permission) -> Result<TenantId, StoreError> {
+        if self.policies.access.allows(access.actor.role, permission) {
+            Ok(access.actor.tenant)
+        } else {
+            Err(StoreError::Forbidden(permission.describe()))
+        }
     }
 
     async fn check_root_key(&self) -> Result<(), StoreError> {
@@ -212,9 +237,10 @@ impl Store {
         })
     }
 
-    /// Records a policy load in the audit log and registers the methodology
+    /// Records the policy load in the audit log and registers the methodology
     /// version's text, refusing a changed text under a known version.
-    pub async fn record_policy_load(&self, policies: &PolicySet) -> Result<u64, StoreError> {
+    pub async fn record_policy_load(&self) -> Result<u64, StoreError> {
+        let policies = &self.policies;
         let m = &policies.methodology;
         let digest = blake3::hash(policies.methodology_text.as_bytes());
         let mut w = self.begin_write().await?;
@@ -259,7 +285,7 @@ impl Store {
         audit_log::verify(&self.ledger).await
     }
 
-    /// The whole log, decoded; for reports and tests.
+    /// Decoded audit entries after `after_seq`; for reports and tests.
     pub async fn audit_entries(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         audit_log::entries(&self.ledger, after_seq, limit).await
     }

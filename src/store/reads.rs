@@ -9,6 +9,7 @@ use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, Pseudonym, RecordAad, SubjectKeys};
 use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId};
+use crate::policy::Permission;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Total {
@@ -59,23 +60,27 @@ pub fn parse_cursor(cursor: &str) -> Option<(Day, RecordId)> {
     Some((Day::from_days(day.parse().ok()?)?, RecordId::parse(id)?))
 }
 
-fn totals_sql(group: &str) -> String {
+/// Totals of the subject's ledger entries within retention, grouped. Events
+/// and grams count behaviours (entries backed by a record); points count
+/// every entry, including points kept after a withdrawal.
+fn totals_sql(group: &str, behaviours_only: bool) -> String {
+    let only = if behaviours_only {
+        " AND record_id IS NOT NULL"
+    } else {
+        ""
+    };
     format!(
-        "SELECT {group}, COUNT(*), CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT), CAST(COALESCE(SUM(points), 0) AS BIGINT) \
-         FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 GROUP BY {group} ORDER BY {group}"
+        "SELECT {group}, CAST(COALESCE(SUM(CASE WHEN record_id IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT), CAST(COALESCE(SUM(points), 0) AS BIGINT) \
+         FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 AND day >= $3{only} GROUP BY {group} ORDER BY {group}"
     )
 }
 
 impl Store {
     /// The subject's pseudonym and keys, or `SubjectNotFound` when nothing
     /// is held on them.
-    async fn subject_keys(
-        &self,
-        access: &Access,
-        subject: &SubjectId,
-        what: &'static str,
-    ) -> Result<(Pseudonym, SubjectKeys), StoreError> {
-        let tenant = access.require_platform(what)?;
+    async fn subject_keys(&self, access: &Access, subject: &SubjectId) -> Result<(Pseudonym, SubjectKeys), StoreError> {
+        let tenant = self.authorize(access, Permission::ReadSubjects)?;
         let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
         let salt = self.salt_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?;
         Ok((
@@ -85,18 +90,21 @@ impl Store {
     }
 
     pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
-        let (pseudonym, keys) = self.subject_keys(access, subject, "read accounts").await?;
+        let (pseudonym, keys) = self.subject_keys(access, subject).await?;
         let tenant = access.actor.tenant.get();
         let s = pseudonym.as_bytes().to_vec();
+        let cutoff = self.cutoffs().ledger_day;
         let mut w = self.begin_write().await?;
-        let by_kind = sqlx::query(&totals_sql("kind"))
+        let by_kind = sqlx::query(&totals_sql("kind", true))
             .bind(tenant)
             .bind(s.clone())
+            .bind(cutoff)
             .fetch_all(w.conn())
             .await?;
-        let by_month = sqlx::query(&totals_sql("month"))
+        let by_month = sqlx::query(&totals_sql("month", false))
             .bind(tenant)
             .bind(s)
+            .bind(cutoff)
             .fetch_all(w.conn())
             .await?;
         let to_total = |row: &sqlx::any::AnyRow, key: String| -> Result<Total, StoreError> {
@@ -118,7 +126,7 @@ impl Store {
         let account = Account {
             events: by_kind.iter().map(|t| t.events).sum(),
             reduction_g: Milligrams(by_kind.iter().map(|t| t.reduction_g.0).sum()),
-            points_balance: by_kind.iter().map(|t| t.points).sum(),
+            points_balance: by_month.iter().map(|t| t.points).sum(),
             by_kind,
             by_month,
         };
@@ -143,7 +151,7 @@ impl Store {
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
-        let (pseudonym, keys) = self.subject_keys(access, subject, "read records").await?;
+        let (pseudonym, keys) = self.subject_keys(access, subject).await?;
         let tenant = access.actor.tenant.get();
         let limit = limit.clamp(1, 1000);
         let (before_day, before_id) = cursor.map_or((i64::MAX, vec![0xff; 16]), |(d, id)| {
@@ -154,12 +162,13 @@ impl Store {
             "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped \
              FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day < $3 OR (r.day = $3 AND r.record_id < $4)) \
-             ORDER BY r.day DESC, r.record_id DESC LIMIT $5",
+             AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
         )
         .bind(tenant)
         .bind(pseudonym.as_bytes().to_vec())
         .bind(before_day)
         .bind(before_id)
+        .bind(self.cutoffs().records_day)
         .bind(i64::from(limit) + 1)
         .fetch_all(w.conn())
         .await?;

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{batch, event, TestApp};
 
 async fn account_totals_by_kind_and_month(app: TestApp) {
-    app.post_events(&batch(vec![
+    app.post_enrolled(&batch(vec![
         event("a1", "u-1001", "clean_plate", json!({})),
         event("a2", "u-1001", "clean_plate", json!({})),
         event("a3", "u-1001", "transit_ride", json!({"mode": "bus"})),
@@ -42,7 +42,7 @@ async fn records_are_paginated_newest_first(app: TestApp) {
             e
         })
         .collect();
-    app.post_events(&batch(events)).await;
+    app.post_enrolled(&batch(events)).await;
     let mut days = Vec::new();
     let mut path = "/v1/subjects/u-pages/records?limit=2".to_owned();
     loop {
@@ -68,7 +68,7 @@ async fn records_are_paginated_newest_first(app: TestApp) {
 }
 
 async fn keys_roles_and_tenants_are_enforced(app: TestApp) {
-    app.post_events(&event("i1", "shared-user", "clean_plate", json!({})))
+    app.post_enrolled(&event("i1", "shared-user", "clean_plate", json!({})))
         .await;
 
     // No key, a malformed key, an unknown key.
@@ -94,6 +94,7 @@ async fn keys_roles_and_tenants_are_enforced(app: TestApp) {
         assert_eq!(body["type"], "urn:carbon-ledger:problem:subject-not-found");
     }
     // Its own user of the same id is a different person.
+    app.consent_as(&other, "shared-user", &["accounting"]).await;
     app.post_events_as(
         &other,
         &event("i1", "shared-user", "transit_ride", json!({"mode": "bus"})),

@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::helpers::{batch, event, TestApp};
 
 async fn ingest_some(app: &TestApp) {
-    app.post_events(&batch(
+    app.post_enrolled(&batch(
         (0..4)
             .map(|i| event(&format!("t{i}"), "u-audit", "clean_plate", json!({})))
             .collect(),

@@ -79,8 +79,14 @@ fn a_changed_methodology_needs_a_new_version() {
     let data = dir.path().join("data");
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
+    for name in ["access.toml", "consent.toml", "retention.toml", "methodology.toml"] {
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies/").to_owned() + name,
+            policies.join(name),
+        )
+        .unwrap();
+    }
     let shipped = include_str!("../../policies/methodology.toml");
-    std::fs::write(policies.join("methodology.toml"), shipped).unwrap();
     let policies_arg = policies.to_str().unwrap();
 
     // `serve` records the load, then we stop it by pointing it at a taken port.

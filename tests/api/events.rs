@@ -12,7 +12,7 @@ fn receipts(body: &Value) -> &Vec<Value> {
 
 async fn published_luzhou_figures(app: TestApp) {
     let (status, body) = app
-        .post_events(&batch(vec![
+        .post_enrolled(&batch(vec![
             event("plate-1", "u-1001", "clean_plate", json!({})),
             event("bus-1", "u-1001", "transit_ride", json!({"mode": "bus"})),
         ]))
@@ -36,16 +36,16 @@ async fn published_luzhou_figures(app: TestApp) {
 }
 
 async fn single_event_is_created_or_refused_with_a_named_field(app: TestApp) {
-    let (status, body) = app.post_events(&event("one", "u-1", "clean_plate", json!({}))).await;
+    let (status, body) = app.post_enrolled(&event("one", "u-1", "clean_plate", json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(receipts(&body)[0]["status"], "recorded");
 
-    let (status, body) = app.post_events(&event("one", "u-1", "clean_plate", json!({}))).await;
+    let (status, body) = app.post_enrolled(&event("one", "u-1", "clean_plate", json!({}))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(receipts(&body)[0]["status"], "duplicate");
 
     let (status, body) = app
-        .post_events(&event(
+        .post_enrolled(&event(
             "two",
             "u-1",
             "walking",
@@ -63,7 +63,7 @@ async fn batch_with_one_bad_event_records_the_others(app: TestApp) {
     let mut bad = event("b-2", "u-2", "transit_ride", json!({"mode": "bus"}));
     bad["station"] = json!("Jiangyang West");
     let (status, body) = app
-        .post_events(&batch(vec![
+        .post_enrolled(&batch(vec![
             event("b-1", "u-2", "clean_plate", json!({})),
             bad,
             event("b-3", "u-2", "cycling", json!({"distance_m": 5200})),
@@ -73,7 +73,7 @@ async fn batch_with_one_bad_event_records_the_others(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let r = receipts(&body);
     let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["recorded", "rejected", "recorded", "rejected"]);
+    assert_eq!(statuses, ["recorded", "rejected", "recorded", "rejected"], "{body}");
     assert_eq!(r[1]["event_id"], "b-2");
     assert_eq!(r[1]["problem"]["field"], "/events/1/station");
     assert_eq!(r[1]["problem"]["status"], 422);
@@ -88,8 +88,8 @@ async fn the_same_batch_twice_yields_one_set_of_records(app: TestApp) {
     let events: Vec<Value> = (0..20)
         .map(|i| event(&format!("ev-{i}"), &format!("u-{}", i % 3), "paperless_bill", json!({})))
         .collect();
-    let (_, first) = app.post_events(&batch(events.clone())).await;
-    let (status, second) = app.post_events(&batch(events)).await;
+    let (_, first) = app.post_enrolled(&batch(events.clone())).await;
+    let (status, second) = app.post_enrolled(&batch(events)).await;
     assert_eq!(status, StatusCode::OK);
     for (a, b) in receipts(&first).iter().zip(receipts(&second)) {
         assert_eq!(a["status"], "recorded");
@@ -107,7 +107,7 @@ async fn the_same_batch_twice_yields_one_set_of_records(app: TestApp) {
 
     // A repeated id inside one batch is recorded once as well.
     let (_, body) = app
-        .post_events(&batch(vec![
+        .post_enrolled(&batch(vec![
             event("twice", "u-9", "clean_plate", json!({})),
             event("twice", "u-9", "clean_plate", json!({})),
         ]))
@@ -124,7 +124,7 @@ async fn daily_caps_limit_credit(app: TestApp) {
     let rides: Vec<Value> = (0..6)
         .map(|i| event(&format!("metro-{i}"), "u-cap", "transit_ride", json!({"mode": "metro"})))
         .collect();
-    let (_, body) = app.post_events(&batch(rides)).await;
+    let (_, body) = app.post_enrolled(&batch(rides)).await;
     let r = receipts(&body);
     for receipt in &r[..5] {
         assert_eq!(
@@ -143,11 +143,11 @@ async fn daily_caps_limit_credit(app: TestApp) {
 
     // The cap also holds across requests.
     let (_, body) = app
-        .post_events(&event("metro-6", "u-cap", "transit_ride", json!({"mode": "metro"})))
+        .post_enrolled(&event("metro-6", "u-cap", "transit_ride", json!({"mode": "metro"})))
         .await;
     assert_eq!(receipts(&body)[0]["capped"], true);
     let (_, body) = app
-        .post_events(&event("walk-1", "u-cap", "walking", json!({"steps": 30000})))
+        .post_enrolled(&event("walk-1", "u-cap", "walking", json!({"steps": 30000})))
         .await;
     assert_eq!(receipts(&body)[0]["reduction_g"], json!(296));
 }
@@ -161,10 +161,10 @@ async fn malformed_and_oversized_requests_get_problems(app: TestApp) {
     let (status, _) = app.send(post("[1, 2]".into())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, _) = app.post_events(&json!({"events": []})).await;
+    let (status, _) = app.post_enrolled(&json!({"events": []})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, body) = app.post_events(&json!({"events": [], "source": "x"})).await;
+    let (status, body) = app.post_enrolled(&json!({"events": [], "source": "x"})).await;
     assert_eq!(
         (status, body["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("/source"))
@@ -173,7 +173,7 @@ async fn malformed_and_oversized_requests_get_problems(app: TestApp) {
     let too_many: Vec<Value> = (0..1001)
         .map(|i| event(&format!("e{i}"), "u", "clean_plate", json!({})))
         .collect();
-    let (status, body) = app.post_events(&batch(too_many)).await;
+    let (status, body) = app.post_enrolled(&batch(too_many)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["detail"].as_str().unwrap().contains("1000"));
 
@@ -192,7 +192,7 @@ async fn a_full_batch_is_accepted(app: TestApp) {
             )
         })
         .collect();
-    let (status, body) = app.post_events(&batch(events)).await;
+    let (status, body) = app.post_enrolled(&batch(events)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(receipts(&body).iter().all(|r| r["status"] == "recorded"));
     assert!(app.store.verify_audit().await.unwrap().is_ok());
@@ -208,13 +208,16 @@ async fn concurrent_batches_keep_the_chain_intact(app: TestApp) {
             )
         })
         .collect();
+    for i in 0..25 {
+        app.enroll(&format!("u-{i}")).await;
+    }
     let requests = bodies.iter().map(|body| app.post_events(body));
     for (status, body) in futures_util::future::join_all(requests).await {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let check = app.store.verify_audit().await.unwrap().expect("chain verifies");
-    // policy load + tenant + 200 records
-    assert_eq!(check.entries, 202);
+    // policy load + tenant + 25 x 2 consents + 200 records
+    assert_eq!(check.entries, 252);
 }
 
 on_both_engines!(

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
 use carbon_ledger::api::AppState;
-use carbon_ledger::clock::SystemClock;
+use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::Role;
 use carbon_ledger::policy::PolicySet;
@@ -111,6 +111,8 @@ impl Drop for PgDatabase {
 
 pub struct TestApp {
     pub backend: Backend,
+    /// The service's clock: tests move time with `clock.advance`.
+    pub clock: Arc<ManualClock>,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     /// A platform tenant's key.
@@ -140,22 +142,20 @@ impl TestApp {
         };
         let root_key_file = dir.path().join("root.key");
         let (root, _) = RootKey::load_or_create(&root_key_file).unwrap();
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let policies = Arc::new(PolicySet::load(None).unwrap());
         let store = Arc::new(
-            Store::open(&database_url, root, Arc::new(SystemClock))
+            Store::open(&database_url, root, clock.clone(), policies)
                 .await
                 .expect("open store"),
         );
-        let policies = Arc::new(PolicySet::load(None).unwrap());
-        store.record_policy_load(&policies).await.unwrap();
+        store.record_policy_load().await.unwrap();
         let (_, key) = store.add_tenant("luzhou", Role::Platform).await.unwrap();
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState {
-            store: store.clone(),
-            policies,
-        };
+        let state = AppState { store: store.clone() };
         tokio::spawn(async move {
             carbon_ledger::server::serve(listener, state, async {
                 let _ = rx.await;
@@ -165,6 +165,7 @@ impl TestApp {
         });
         Some(Self {
             backend,
+            clock,
             addr,
             client: reqwest::Client::new(),
             key: key.expose().to_owned(),
@@ -175,6 +176,10 @@ impl TestApp {
             shutdown: Some(tx),
             _pg: pg,
         })
+    }
+
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        carbon_ledger::clock::Clock::now(self.clock.as_ref())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -210,6 +215,38 @@ impl TestApp {
             );
         }
         (status, body)
+    }
+
+    /// Records the subject's consent to `purposes` (all kinds, current notices).
+    pub async fn consent_as(&self, key: &str, subject: &str, purposes: &[&str]) {
+        for purpose in purposes {
+            let body = json!({ "notice_version": 1 });
+            let url = self.url(&format!("/v1/subjects/{subject}/consents/{purpose}"));
+            let (status, body) = self.send(self.client.put(url).bearer_auth(key).json(&body)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+
+    /// Consents to accounting and rewards for `subject`, with this app's platform key.
+    pub async fn enroll(&self, subject: &str) {
+        self.consent_as(&self.key, subject, &["accounting", "rewards"]).await;
+    }
+
+    /// Enrolls every subject the events name, then posts them.
+    pub async fn post_enrolled(&self, body: &Value) -> (StatusCode, Value) {
+        let events = body
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![body.clone()]);
+        let subjects: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter_map(|e| e["subject"].as_str().map(str::to_owned))
+            .collect();
+        for subject in subjects {
+            self.enroll(&subject).await;
+        }
+        self.post_events(body).await
     }
 
     pub async fn post_events_as(&self, key: &str, body: &Value) -> (StatusCode, Value) {

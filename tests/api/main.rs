@@ -9,5 +9,8 @@ mod helpers;
 mod accounts;
 mod audit;
 mod cli;
+mod consent;
 mod events;
+mod model;
 mod privacy;
+mod retention;

@@ -138,6 +138,16 @@ async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
 
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://{}{p}", server.addr);
+    for purpose in ["accounting", "rewards"] {
+        let consent = client
+            .put(url(&format!("/v1/subjects/{SUBJECT}/consents/{purpose}")))
+            .bearer_auth(&key)
+            .json(&json!({"notice_version": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(consent.status(), StatusCode::OK);
+    }
     let response = client
         .post(url("/v1/events"))
         .bearer_auth(&key)
@@ -210,7 +220,7 @@ async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
 /// The same property on PostgreSQL: every table of both schemas, rendered
 /// as text, holds neither the subject id nor any refused value.
 async fn database_holds_no_subject_id_or_refused_value(app: TestApp) {
-    let (status, _) = app.post_events(&revealing_events()).await;
+    let (status, _) = app.post_enrolled(&revealing_events()).await;
     assert_eq!(status, StatusCode::OK);
     app.get(&format!("/v1/subjects/{SUBJECT}/records")).await;
     let db = app.raw_ledger().await;
@@ -252,7 +262,7 @@ async fn database_holds_no_subject_id_or_refused_value(app: TestApp) {
 /// A sealed record copied onto another subject's row does not open: the
 /// associated data binds it to its record and subject.
 async fn ciphertext_copied_to_another_subject_fails_to_open(app: TestApp) {
-    app.post_events(&batch(vec![
+    app.post_enrolled(&batch(vec![
         event("c-1", "alice", "clean_plate", json!({})),
         event("c-2", "bob", "clean_plate", json!({})),
     ]))

@@ -9,7 +9,7 @@ CREATE TABLE meta (
 CREATE TABLE tenants (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name       TEXT    NOT NULL UNIQUE,
-    role       TEXT    NOT NULL CHECK (role IN ('platform', 'auditor')),
+    role       TEXT    NOT NULL CHECK (role IN ('platform', 'auditor', 'admin')),
     -- BLAKE3 of the bearer key; the key itself is never stored.
     key_hash   BYTEA    NOT NULL UNIQUE,
     created_at BIGINT  NOT NULL
@@ -73,16 +73,21 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant_id, event_key)
 );
 
--- The audit log. `entry` is the canonical encoding that is hashed;
--- `tenant_id` and `subject_ref` copy fields of it for lookups.
+-- The audit log. `entry` is the canonical encoding that is hashed; the
+-- retention sweeper empties it when the entry expires, keeping `leaf_hash`
+-- and `chain_hash` so the chain still verifies. `at`, `tenant_id` and
+-- `subject_ref` copy fields of the entry for lookups.
 CREATE TABLE audit_log (
     seq         BIGINT  PRIMARY KEY,
-    entry       BYTEA    NOT NULL,
+    entry       BYTEA,
+    leaf_hash   BYTEA    NOT NULL,
     chain_hash  BYTEA    NOT NULL,
+    at          BIGINT  NOT NULL,
     tenant_id   BIGINT ,
     subject_ref BYTEA
 );
 CREATE INDEX audit_by_subject ON audit_log (subject_ref);
+CREATE INDEX audit_by_time ON audit_log (at);
 
 -- The chain head. Every write transaction locks this row first, which
 -- serializes appends across connections and servers.

@@ -9,7 +9,7 @@ CREATE TABLE meta (
 CREATE TABLE tenants (
     id         INTEGER PRIMARY KEY,
     name       TEXT    NOT NULL UNIQUE,
-    role       TEXT    NOT NULL CHECK (role IN ('platform', 'auditor')),
+    role       TEXT    NOT NULL CHECK (role IN ('platform', 'auditor', 'admin')),
     -- BLAKE3 of the bearer key; the key itself is never stored.
     key_hash   BLOB    NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
@@ -73,16 +73,21 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant_id, event_key)
 );
 
--- The audit log. `entry` is the canonical encoding that is hashed;
--- `tenant_id` and `subject_ref` copy fields of it for lookups.
+-- The audit log. `entry` is the canonical encoding that is hashed; the
+-- retention sweeper empties it when the entry expires, keeping `leaf_hash`
+-- and `chain_hash` so the chain still verifies. `at`, `tenant_id` and
+-- `subject_ref` copy fields of the entry for lookups.
 CREATE TABLE audit_log (
     seq         INTEGER PRIMARY KEY,
-    entry       BLOB    NOT NULL,
+    entry       BLOB,
+    leaf_hash   BLOB    NOT NULL,
     chain_hash  BLOB    NOT NULL,
+    at          INTEGER NOT NULL,
     tenant_id   INTEGER,
     subject_ref BLOB
 );
 CREATE INDEX audit_by_subject ON audit_log (subject_ref);
+CREATE INDEX audit_by_time ON audit_log (at);
 
 -- The chain head. Every write transaction locks this row first, which
 -- serializes appends across connections and servers.

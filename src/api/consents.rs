@@ -1,0 +1,128 @@
+//! Consent routes: the purposes and their notices, and a platform recording
+//! its users' consents.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::extract::{Caller, JsonBody, Subject};
+use super::{json, ApiError, AppState};
+use crate::domain::FieldError;
+use crate::policy::{DataClass, Purpose};
+use crate::store::Kinds;
+
+/// `GET /v1/consent/purposes`: what a platform shows before asking.
+pub async fn purposes(State(state): State<AppState>) -> Response {
+    let policies = state.store.policies();
+    let purposes: Vec<Value> = policies
+        .consent
+        .purposes
+        .iter()
+        .map(|(purpose, p)| {
+            let retention_days = DataClass::ALL
+                .iter()
+                .find(|c| c.as_str() == p.retention)
+                .map(|c| policies.retention.days(*c));
+            json!({
+                "purpose": purpose,
+                "title": p.title,
+                "notice": p.notice,
+                "notice_version": p.notice_version,
+                "necessary": p.necessary,
+                "retention_days": retention_days,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &json!({ "purposes": purposes }))
+}
+
+fn purpose_of(params: &std::collections::HashMap<String, String>) -> Result<Purpose, ApiError> {
+    params
+        .get("purpose")
+        .and_then(|p| Purpose::parse(p))
+        .ok_or_else(|| ApiError::NotFound("no such consent purpose; GET /v1/consent/purposes lists them".into()))
+}
+
+/// The body of a grant: `{"notice_version": N, "kinds": [...]}`.
+fn grant_body(body: Value) -> Result<(u32, Kinds), FieldError> {
+    let Value::Object(map) = body else {
+        return Err(FieldError::invalid(
+            "",
+            "must be an object: {\"notice_version\": N, \"kinds\": [...]}",
+        ));
+    };
+    if let Some(other) = map.keys().find(|k| *k != "notice_version" && *k != "kinds") {
+        return Err(FieldError::not_collected(format!("/{other}")));
+    }
+    let notice_version = map
+        .get("notice_version")
+        .ok_or_else(|| FieldError::missing("/notice_version"))?
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            FieldError::invalid(
+                "/notice_version",
+                "must be the notice version shown, a positive integer",
+            )
+        })?;
+    let kinds = match map.get("kinds") {
+        None | Some(Value::Null) => Kinds::All,
+        Some(Value::Array(items)) => {
+            let mut kinds = BTreeSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let kind = item
+                    .as_str()
+                    .ok_or_else(|| FieldError::invalid(format!("/kinds/{i}"), "must be a kind name"))?;
+                kinds.insert(kind.to_owned());
+            }
+            Kinds::Only(kinds)
+        }
+        Some(_) => return Err(FieldError::invalid("/kinds", "must be an array of kind names")),
+    };
+    Ok((notice_version, kinds))
+}
+
+pub async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let purpose = purpose_of(&params)?;
+    let (notice_version, kinds) = grant_body(body)?;
+    let change = state
+        .store
+        .grant_consent(&caller.access(purpose), &subject, purpose, notice_version, kinds)
+        .await?;
+    Ok(json(StatusCode::OK, &change))
+}
+
+pub async fn withdraw(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let purpose = purpose_of(&params)?;
+    let change = state
+        .store
+        .withdraw_consent(&caller.access(purpose), &subject, purpose)
+        .await?;
+    Ok(json(StatusCode::OK, &change))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+) -> Result<Response, ApiError> {
+    let consents = state
+        .store
+        .consents(&caller.access(Purpose::Accounting), &subject)
+        .await?;
+    Ok(json(StatusCode::OK, &json!({ "consents": consents })))
+}

@@ -1,0 +1,85 @@
+//! Retention: every read hides data past its period (`Cutoffs`), and the
+//! sweeper purges it.
+
+use sqlx::Executor;
+use time::Duration;
+
+use super::{audit_log, Engine, Store, StoreError};
+use crate::audit::{Action, SweepCounts};
+use crate::domain::Day;
+use crate::policy::DataClass;
+
+/// The oldest data still within its retention period, per class.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cutoffs {
+    /// Records of an earlier day are expired.
+    pub records_day: i64,
+    /// Ledger entries of an earlier day are expired.
+    pub ledger_day: i64,
+    /// Unix seconds: idempotency keys created earlier are expired.
+    pub idempotency_at: i64,
+    pub consent_history_at: i64,
+    pub audit_at: i64,
+}
+
+impl Store {
+    pub(super) fn cutoffs(&self) -> Cutoffs {
+        let now = self.clock.now();
+        let retention = &self.policies.retention;
+        let days = |class| i64::from(retention.days(class));
+        let today = i64::from(Day::from_date(now.to_offset(self.policies.methodology.offset()).date()).days());
+        let before = |class| (now - Duration::days(days(class))).unix_timestamp();
+        Cutoffs {
+            records_day: today - days(DataClass::Records),
+            ledger_day: today - days(DataClass::LedgerEntries),
+            idempotency_at: before(DataClass::IdempotencyKeys),
+            consent_history_at: before(DataClass::ConsentHistory),
+            audit_at: before(DataClass::AuditEntries),
+        }
+    }
+
+    /// Purges everything past its retention period, in one transaction with
+    /// the audit entry that counts it. Returns the counts and that entry's
+    /// sequence number.
+    pub async fn sweep_retention(&self) -> Result<(SweepCounts, u64), StoreError> {
+        let c = self.cutoffs();
+        let mut w = self.begin_write().await?;
+        let mut delete = async |sql: &str, cutoff: i64| -> Result<u64, StoreError> {
+            Ok(sqlx::query(sql).bind(cutoff).execute(w.conn()).await?.rows_affected())
+        };
+        let counts = SweepCounts {
+            records: delete("DELETE FROM records WHERE day < $1", c.records_day).await?,
+            ledger_entries: delete("DELETE FROM ledger_entries WHERE day < $1", c.ledger_day).await?,
+            idempotency_keys: delete("DELETE FROM idempotency_keys WHERE created_at < $1", c.idempotency_at).await?,
+            // The latest grant of each consent is the proof of the consent in
+            // force: it stays whatever its age.
+            consent_history: delete(
+                "DELETE FROM consent_history WHERE at < $1 AND NOT (action = 'grant' AND id IN \
+                 (SELECT MAX(id) FROM consent_history GROUP BY tenant_id, subject, purpose))",
+                c.consent_history_at,
+            )
+            .await?,
+            audit_entries: 0,
+        };
+        let counts = SweepCounts {
+            audit_entries: audit_log::prune_before(w.conn(), c.audit_at).await?,
+            ..counts
+        };
+        let seq = w.append(None, Action::RetentionSwept(counts));
+        w.commit().await?;
+        self.flush_deleted_pages().await?;
+        Ok((counts, seq))
+    }
+
+    /// On SQLite, copies the WAL into the database (whose freed pages
+    /// `secure_delete` zeroes) and truncates it, so purged rows leave the
+    /// files at once instead of at the next automatic checkpoint.
+    pub(super) async fn flush_deleted_pages(&self) -> Result<(), StoreError> {
+        if self.engine == Engine::Sqlite {
+            for pool in [&self.ledger, &self.keys] {
+                pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+            }
+        }
+        Ok(())
+    }
+}
