@@ -33,6 +33,10 @@ pub struct Cli {
     /// The 32-byte root key, as 64 hex characters [default: <data-dir>/root.key, created if missing]
     #[arg(long, global = true, env = "CARBON_LEDGER_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    /// Where subject salts live: a database apart from the ledger, same engine
+    /// [default: keys.db beside a SQLite ledger; schema keystore of a PostgreSQL ledger's database]
+    #[arg(long, global = true, env = "CARBON_LEDGER_KEY_STORE_URL")]
+    pub key_store: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,12 +135,16 @@ impl Cli {
         Ok(())
     }
 
-    fn root_key(&self) -> Result<RootKey, String> {
-        self.ensure_data_dir()?;
+    /// The root key; `create` allows making one on first run.
+    fn root_key(&self, create: bool) -> Result<RootKey, String> {
         let path = self
             .root_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("root.key"));
+        if !create {
+            return RootKey::load(&path).map_err(|e| e.to_string());
+        }
+        self.ensure_data_dir()?;
         let (key, created) = RootKey::load_or_create(&path).map_err(|e| e.to_string())?;
         if created {
             tracing::warn!(
@@ -152,12 +160,20 @@ impl Cli {
         PolicySet::load(self.policies.as_deref()).map_err(|e| format!("policy files: {e}"))
     }
 
-    async fn store(&self) -> Result<Store, String> {
+    /// Opens the store; `create_key` allows making a root key on first run
+    /// (commands that only read refuse to invent one).
+    async fn store(&self, create_key: bool) -> Result<Store, String> {
         let policies = Arc::new(self.policies()?);
-        let root = self.root_key()?;
-        Store::open(&self.database_url(), root, Arc::new(SystemClock), policies)
-            .await
-            .map_err(|e| e.to_string())
+        let root = self.root_key(create_key)?;
+        Store::open_with_key_store(
+            &self.database_url(),
+            self.key_store.as_deref(),
+            root,
+            Arc::new(SystemClock),
+            policies,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -178,7 +194,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             listen,
             sweep_interval_secs,
         } => {
-            let store = Arc::new(cli.store().await?);
+            let store = Arc::new(cli.store(true).await?);
             store.record_policy_load().await.map_err(|e| e.to_string())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -208,7 +224,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
         Command::Retention {
             command: RetentionCommand::Sweep,
         } => {
-            let store = cli.store().await?;
+            let store = cli.store(false).await?;
             let (counts, seq) = store.sweep_retention().await.map_err(|e| e.to_string())?;
             store.close().await;
             println!(
@@ -222,14 +238,14 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Migrate => {
-            let store = cli.store().await?;
+            let store = cli.store(true).await?;
             println!("database schema is up to date ({:?})", store.engine());
             store.close().await;
         }
         Command::Tenant {
             command: TenantCommand::Add { name, role },
         } => {
-            let store = cli.store().await?;
+            let store = cli.store(true).await?;
             let role = match role {
                 RoleArg::Platform => Role::Platform,
                 RoleArg::Auditor => Role::Auditor,
@@ -246,7 +262,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let store = cli.store().await?;
+            let store = cli.store(false).await?;
             let check = store.verify_audit().await.map_err(|e| e.to_string())?;
             store.close().await;
             match check {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::extract::{Caller, JsonBody, Subject};
 use super::{json, ApiError, AppState};
-use crate::domain::FieldError;
+use crate::domain::{escape_pointer, FieldError};
 use crate::policy::{DataClass, Purpose};
 use crate::store::Kinds;
 
@@ -55,7 +55,7 @@ fn grant_body(body: Value) -> Result<(u32, Kinds), FieldError> {
         ));
     };
     if let Some(other) = map.keys().find(|k| *k != "notice_version" && *k != "kinds") {
-        return Err(FieldError::not_collected(format!("/{other}")));
+        return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
     }
     let notice_version = map
         .get("notice_version")

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::extract::{Caller, JsonBody};
 use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
-use crate::domain::{event_id_of, minimize, parse_event, scrub, Milligrams};
+use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Milligrams};
 use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt};
 
 #[derive(Serialize)]
@@ -93,7 +93,7 @@ fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
     if let Some(other) = map.keys().find(|k| *k != "events").cloned() {
         let mut body = Value::Object(map);
         scrub(&mut body);
-        return Err(crate::domain::FieldError::not_collected(format!("/{other}")).into());
+        return Err(crate::domain::FieldError::not_collected(format!("/{}", escape_pointer(&other))).into());
     }
     match map.remove("events") {
         Some(Value::Array(events)) if events.is_empty() => Err(ApiError::Malformed("the batch holds no events".into())),
@@ -164,6 +164,16 @@ pub async fn post_events(
                 IngestOutcome::ConsentRequired { purpose, kind } => {
                     ReceiptView::rejected(echo, Problem::consent_required(purpose, &kind))
                 }
+                IngestOutcome::EventIdReused => ReceiptView::rejected(
+                    echo,
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        "event-id-reused",
+                        "Event id reused",
+                        "this event id was sent before with different content; every event needs an id of its own \
+                         (a retry must repeat the event exactly)",
+                    ),
+                ),
             },
             Err(problem) => ReceiptView::rejected(echo, problem),
         })

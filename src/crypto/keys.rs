@@ -43,6 +43,17 @@ impl RootKey {
         Self(bytes)
     }
 
+    /// Loads the key file; a missing file is an error.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::parse(path, bytes),
+            Err(source) => Err(KeyError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Loads the key file, or creates it (mode 0600) when it does not exist.
     /// Returns whether the key was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), KeyError> {

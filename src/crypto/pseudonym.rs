@@ -37,6 +37,19 @@ impl PseudonymKey {
         Pseudonym(self.hash(b"subject", tenant, subject.expose()))
     }
 
+    /// A keyed fingerprint of an event's content (its subject and coarse
+    /// record), stored with its idempotency key so a reused event id with
+    /// different content is told apart from a retry. Keyed, because the
+    /// coarse content has little entropy and an unkeyed hash of it could be
+    /// inverted by trying every possibility.
+    pub fn event_fingerprint(&self, subject: &Pseudonym, content: &[u8]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(b"\x0bfingerprint");
+        hasher.update(subject.as_bytes());
+        hasher.update(content);
+        *hasher.finalize().as_bytes()
+    }
+
     /// The idempotency key of a platform's event id. Event ids are the
     /// platform's free text and may carry personal data, so only this keyed
     /// hash is stored.

@@ -4,7 +4,8 @@
 //! and tag`. The key is the subject's record key for the key version stored
 //! beside the blob; the associated data binds the blob to its record id,
 //! subject pseudonym and key version, so a blob copied onto another row fails
-//! to open. Nonces are random: a subject's key seals few records, far below
+//! to open; it also binds the record's kind and day, which are stored in
+//! clear beside it, so editing those columns is detected too. Nonces are random: a subject's key seals few records, far below
 //! the 2^32 messages a random 96-bit nonce allows.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -18,19 +19,28 @@ use super::random_bytes;
 const NONCE_LEN: usize = 12;
 
 /// What a sealed record is bound to.
+#[derive(Clone, Copy)]
 pub struct RecordAad<'a> {
     pub record_id: &'a [u8; 16],
     pub subject: &'a Pseudonym,
     pub key_version: u32,
+    /// The kind and day stored in clear beside the ciphertext.
+    pub kind: &'a str,
+    pub day: i32,
 }
 
 impl RecordAad<'_> {
-    fn encode(&self) -> [u8; 16 + 16 + 32 + 4] {
-        let mut out = [0u8; 68];
-        out[..16].copy_from_slice(b"carbon-ledger/r1");
-        out[16..32].copy_from_slice(self.record_id);
-        out[32..64].copy_from_slice(self.subject.as_bytes());
-        out[64..].copy_from_slice(&self.key_version.to_be_bytes());
+    /// `"carbon-ledger/r1" || record id || subject || key version (u32) ||
+    /// day (i32) || kind`, integers big-endian; the kind, last, needs no
+    /// length prefix.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(76 + self.kind.len());
+        out.extend_from_slice(b"carbon-ledger/r1");
+        out.extend_from_slice(self.record_id);
+        out.extend_from_slice(self.subject.as_bytes());
+        out.extend_from_slice(&self.key_version.to_be_bytes());
+        out.extend_from_slice(&self.day.to_be_bytes());
+        out.extend_from_slice(self.kind.as_bytes());
         out
     }
 }
@@ -102,6 +112,8 @@ mod tests {
             record_id: &[1; 16],
             subject: &a,
             key_version: 1,
+            kind: "clean_plate",
+            day: 20_000,
         };
         let sealed = seal(&keys, &aad, b"coarse record");
         assert_eq!(open(&keys, &aad, &sealed).unwrap().as_slice(), b"coarse record");
@@ -117,6 +129,8 @@ mod tests {
             record_id: &[1; 16],
             subject: &a,
             key_version: 1,
+            kind: "clean_plate",
+            day: 20_000,
         };
         let sealed = seal(&keys, &aad, b"x");
 
@@ -127,6 +141,8 @@ mod tests {
         let other_subject = RecordAad { subject: &b, ..aad };
         assert!(open(&keys, &other_record, &sealed).is_err());
         assert!(open(&keys, &other_subject, &sealed).is_err());
+        assert!(open(&keys, &RecordAad { kind: "walking", ..aad }, &sealed).is_err());
+        assert!(open(&keys, &RecordAad { day: 20_001, ..aad }, &sealed).is_err());
 
         let other_salt_keys = root.subject_keys(&SubjectSalt::generate(), 1);
         assert!(open(&other_salt_keys, &aad, &sealed).is_err());
@@ -152,10 +168,12 @@ mod tests {
             record_id: &[0x22; 16],
             subject: &subject,
             key_version: 1,
+            kind: "clean_plate",
+            day: 20_000,
         };
         let sealed = hex::decode(FROZEN).unwrap();
         assert_eq!(open(&keys, &aad, &sealed).unwrap().as_slice(), b"frozen");
     }
 
-    const FROZEN: &str = "669e4db6f2bdb2c86fbfee352d60e446c276e983d3854620a8df5db4453b493bc536";
+    const FROZEN: &str = "a598e576978fe8d8fca68d564e3f179c9e829819a5e67bcf70d6de542adcdbaafac1";
 }

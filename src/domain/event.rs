@@ -13,8 +13,8 @@ use super::ids::{EventId, SubjectId};
 const ENVELOPE_FIELDS: [&str; 6] = ["event_id", "subject", "kind", "occurred_at", "region", "data"];
 
 /// An event as received, before minimization. It exists only in memory for
-/// the length of one request; strings it holds are zeroized on drop.
-#[derive(Debug)]
+/// the length of one request; strings it holds are zeroized on drop, and its
+/// `Debug` shows only the kind.
 pub struct RawEvent {
     pub event_id: EventId,
     pub subject: SubjectId,
@@ -24,9 +24,23 @@ pub struct RawEvent {
     pub data: Scrubbed,
 }
 
+impl std::fmt::Debug for RawEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEvent")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The kind-specific part of an event, zeroized on drop.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Scrubbed(pub Map<String, Value>);
+
+impl std::fmt::Debug for Scrubbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrubbed(<redacted>)")
+    }
+}
 
 impl Drop for Scrubbed {
     fn drop(&mut self) {
@@ -208,6 +222,17 @@ mod tests {
         v["occurred_at"] = json!("yesterday");
         assert_eq!(parse_event(v).unwrap_err().field, "/occurred_at");
         assert_eq!(parse_event(json!([1])).unwrap_err().field, "");
+    }
+
+    #[test]
+    fn debug_shows_no_values() {
+        let mut v = event();
+        v["region"] = json!("510502");
+        v["data"] = json!({"distance_m": 4321});
+        let text = format!("{:?}", parse_event(v).unwrap());
+        for secret in ["510502", "4321", "u1", "2024-07-25", "e1"] {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
 
     #[test]

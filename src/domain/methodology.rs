@@ -183,6 +183,21 @@ impl Methodology {
             if let Some(cap) = &kind.daily_cap {
                 check_cap(cap).map_err(|e| at(&e))?;
             }
+            // The largest credit one event can earn must stay far inside i64.
+            let (max, unit_size) = kind.quantity.as_ref().map_or((1, 1), |q| (q.max, q.unit_size));
+            let credits = kind
+                .credit
+                .iter()
+                .chain(kind.variants.iter().flat_map(|v| v.values.values()));
+            for c in credits {
+                let largest_mg = mg(c.g_per_unit) as f64 * max as f64 / unit_size as f64;
+                let largest_points = f64::from(c.points_per_unit) * max as f64 / unit_size as f64;
+                if largest_mg > 1e15 || largest_points > 1e12 {
+                    return Err(at(
+                        "a single event could earn more than 10^12 g or 10^12 points: lower max or the factor",
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -379,6 +394,19 @@ mod tests {
                 assert!(!c.source.is_empty() && !c.points_source.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn factors_that_could_overflow_are_refused() {
+        let base = include_str!("../../policies/methodology.toml");
+        let huge = base.replacen(
+            "unit_size = 1000, bucket = 100, max = 50000 }\ncredit = { g_per_unit = 1280",
+            "unit_size = 1, bucket = 1, max = 1099511627776 }\ncredit = { g_per_unit = 900000",
+            1,
+        );
+        assert_ne!(huge, base, "the test edits the clothes factor");
+        let refused = Methodology::from_toml(&huge).unwrap_err();
+        assert!(refused.contains("10^12"), "{refused}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod methodology;
 mod minimize;
 
 pub use day::{month_label, Day};
-pub use event::{event_id_of, parse_event, scrub, FieldError, FieldProblem, RawEvent};
+pub use event::{escape_pointer, event_id_of, parse_event, scrub, FieldError, FieldProblem, RawEvent};
 pub use ids::{EventId, Role, SubjectId, TenantId};
 pub use methodology::{Assessment, DailyUsage, Methodology};
 pub use minimize::{minimize, CoarseRecord, Milligrams};

@@ -103,11 +103,19 @@ pub type AuditCheck = Result<Checked, VerifyError>;
 
 const PAGE: i64 = 10_000;
 
-pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
-    // The head first: entries up to it are immutable, so later appends
-    // cannot make a consistent log look inconsistent.
+pub(super) async fn verify(pool: &AnyPool, engine: Engine) -> Result<AuditCheck, StoreError> {
+    // One snapshot for the whole check, so appends committed meanwhile are
+    // neither half-seen nor mistaken for entries stored beyond the head.
+    let mut tx = match engine {
+        Engine::Postgres => {
+            pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?
+        }
+        // A deferred transaction: its first read fixes the WAL snapshot.
+        Engine::Sqlite => pool.begin().await?,
+    };
     let head = sqlx::query("SELECT seq, chain_hash FROM audit_head WHERE id = 1")
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
     let head_seq: i64 = head.try_get(0)?;
     let head_hash: Vec<u8> = head.try_get(1)?;
@@ -120,7 +128,7 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
         .bind(after)
         .bind(head_seq)
         .bind(PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
             let seq: i64 = row.try_get(0)?;
@@ -139,7 +147,7 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<AuditCheck, StoreError> {
     // Entries past the head were appended without moving it: a forgery.
     let beyond: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE seq > $1")
         .bind(head_seq)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
     if beyond > 0 {

@@ -167,8 +167,7 @@ impl Store {
             }
         }
         let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
-        let now = self.clock.now().unix_timestamp();
-        let salt = self.salt_or_create(&pseudonym, now).await?;
+        let salt = self.salt_or_create(&pseudonym, self.today_start()).await?;
         let audit_ref = self
             .root
             .subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION)

@@ -1,15 +1,15 @@
 //! The two storage engines. Queries are shared (runtime SQL through sqlx's
 //! `Any` driver; fixed statements use `$n`, which both engines accept, and
 //! batch statements number their parameters per engine, see `sql::Params`);
-//! what differs per engine lives here: how to connect, the migrations, where the key
-//! store is, and how a write transaction begins.
+//! what differs per engine lives here: how to connect, the migrations, where
+//! the key store is, and how a write transaction begins.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 
 use super::StoreError;
 
@@ -25,7 +25,8 @@ const KEYSTORE_SCHEMA: &str = "keystore";
 pub enum Engine {
     /// The embedded default: `ledger.db` and `keys.db` in the data directory.
     Sqlite,
-    /// Production: ledger tables in the default schema, keys in `keystore`.
+    /// Production: ledger tables in the default schema; keys in schema
+    /// `keystore`, of the same database unless a key store URL names another.
     Postgres,
 }
 
@@ -58,17 +59,28 @@ pub(super) struct Pools {
     pub keys: AnyPool,
 }
 
-pub(super) async fn connect(url: &str) -> Result<Pools, StoreError> {
+/// Connects to the ledger database and the key store, and migrates both.
+/// The key store defaults to `keys.db` beside a SQLite ledger, or schema
+/// `keystore` of a PostgreSQL ledger's database; `key_store_url` puts it
+/// elsewhere (same engine), e.g. a database with its own credentials and
+/// backups.
+pub(super) async fn connect(url: &str, key_store_url: Option<&str>) -> Result<Pools, StoreError> {
     sqlx::any::install_default_drivers();
     let engine = Engine::of_url(url)?;
+    if let Some(keys) = key_store_url {
+        if Engine::of_url(keys)? != engine {
+            return Err(StoreError::Config(
+                "the key store must use the same engine as the ledger database".into(),
+            ));
+        }
+    }
     let pools = match engine {
         Engine::Sqlite => {
             let ledger_path = sqlite_path(url)?;
-            if let Some(dir) = ledger_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            let keys_path = key_store_path(&ledger_path);
+            let keys_path = match key_store_url {
+                Some(keys) => sqlite_path(keys)?,
+                None => key_store_path(&ledger_path),
+            };
             Pools {
                 engine,
                 ledger: sqlite_pool(&ledger_path).await?,
@@ -76,27 +88,8 @@ pub(super) async fn connect(url: &str) -> Result<Pools, StoreError> {
             }
         }
         Engine::Postgres => {
-            let options: AnyConnectOptions = url.parse()?;
-            let ledger = AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone())
-                .await?;
-            ledger
-                .execute(format!("CREATE SCHEMA IF NOT EXISTS {KEYSTORE_SCHEMA}").as_str())
-                .await?;
-            let keys = AnyPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute(format!("SET search_path TO {KEYSTORE_SCHEMA}").as_str())
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await?;
+            let ledger = postgres_pool(url, 16, None).await?;
+            let keys = postgres_pool(key_store_url.unwrap_or(url), 8, Some(KEYSTORE_SCHEMA)).await?;
             Pools { engine, ledger, keys }
         }
     };
@@ -107,6 +100,47 @@ pub(super) async fn connect(url: &str) -> Result<Pools, StoreError> {
     ledger_migrations.run(&pools.ledger).await?;
     key_migrations.run(&pools.keys).await?;
     Ok(pools)
+}
+
+async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Result<AnyPool, StoreError> {
+    let options: AnyConnectOptions = url.parse()?;
+    if let Some(schema) = schema {
+        let setup = AnyPool::connect_with(options.clone()).await?;
+        let created = setup
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await;
+        // Two servers starting at once can race on the catalog; the loser
+        // finds the schema there.
+        if let Err(e) = created {
+            let exists = sqlx::query("SELECT 1 FROM information_schema.schemata WHERE schema_name = $1")
+                .bind(schema)
+                .fetch_optional(&setup)
+                .await?;
+            if exists.is_none() {
+                return Err(e.into());
+            }
+        }
+        setup.close().await;
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if let Some(schema) = schema {
+                    conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    // Fail early, with the server's own message, on a wrong URL or role.
+    let _: i64 = sqlx::query("SELECT CAST(1 AS BIGINT)")
+        .fetch_one(&pool)
+        .await?
+        .try_get(0)?;
+    Ok(pool)
 }
 
 fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
@@ -135,6 +169,10 @@ pub fn key_store_path(ledger: &Path) -> PathBuf {
 }
 
 async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let pool = AnyPoolOptions::new()
         .max_connections(4)
@@ -153,7 +191,28 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
         })
         .connect(&url)
         .await?;
+    restrict_to_owner(path)?;
     Ok(pool)
+}
+
+/// Database files are the owner's alone. SQLite creates the WAL and shared
+/// memory files with the database file's mode, so setting it here covers
+/// them too.
+fn restrict_to_owner(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::Config(format!("cannot restrict {}: {e}", file.display())))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use sqlx::Row;
-use time::OffsetDateTime;
 
 use super::sql::{insert_rows, Arg, Params};
 use super::{Access, Store, StoreError};
@@ -23,17 +22,15 @@ pub struct IngestItem {
     pub record: CoarseRecord,
 }
 
-/// A record's id: 48 bits of milliseconds (so ids sort by creation within a
-/// day) and 80 random bits.
+/// A record's id: 128 random bits. Deliberately no timestamp: an id that
+/// sorted by creation time would store the ingest time, and with it the
+/// behaviour's time for platforms that report in real time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId(pub [u8; 16]);
 
 impl RecordId {
-    fn generate(now: OffsetDateTime) -> Self {
-        let mut id: [u8; 16] = random_bytes();
-        let ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
-        id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-        Self(id)
+    fn generate() -> Self {
+        Self(random_bytes())
     }
 
     pub fn parse(hex_id: &str) -> Option<Self> {
@@ -84,6 +81,9 @@ pub enum IngestOutcome {
         purpose: Purpose,
         kind: String,
     },
+    /// The platform used this event id before for an event with other
+    /// content; nothing was stored.
+    EventIdReused,
 }
 
 type DayKey = (Pseudonym, Day, String);
@@ -132,7 +132,6 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.clock.now();
         // External ids end here: from now on only pseudonyms and event keys.
         let items: Vec<(Pseudonym, EventKey, CoarseRecord)> = items
             .into_iter()
@@ -159,8 +158,13 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         let (mut records, mut ledger, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         for (subject, event_key, record) in items {
-            if let Some(receipt) = seen.get(&event_key) {
-                outcomes.push(IngestOutcome::Duplicate(receipt.clone()));
+            let fingerprint = self.pseudonyms.event_fingerprint(&subject, &record.encode());
+            if let Some((receipt, earlier)) = seen.get(&event_key) {
+                outcomes.push(if *earlier == fingerprint {
+                    IngestOutcome::Duplicate(receipt.clone())
+                } else {
+                    IngestOutcome::EventIdReused
+                });
                 continue;
             }
             let Some(salt) = salts
@@ -184,18 +188,22 @@ impl Store {
                         methodology.version
                     ))
                 })?;
-            usage.add(day_key, variant.clone(), 1, assessment.reduction.0);
+            // Caps count credited events: one recorded at zero uses no allowance.
+            let credited = i64::from(assessment.reduction.0 > 0);
+            usage.add(day_key, variant.clone(), credited, assessment.reduction.0);
             let points = if consents.allows(self, &subject, Purpose::Rewards, record.kind()) {
                 assessment.points
             } else {
                 0
             };
             let keys_of_subject = self.root.subject_keys(salt, CURRENT_KEY_VERSION);
-            let record_id = RecordId::generate(now);
+            let record_id = RecordId::generate();
             let aad = RecordAad {
                 record_id: &record_id.0,
                 subject: &subject,
                 key_version: CURRENT_KEY_VERSION,
+                kind: record.kind(),
+                day: record.day().days(),
             };
             let sealed = seal(&keys_of_subject, &aad, &record.encode());
             let audit_seq = w.append(
@@ -248,6 +256,7 @@ impl Store {
             keys.push(vec![
                 Arg::Int(t),
                 Arg::Blob(event_key.as_bytes().to_vec()),
+                Arg::Blob(fingerprint.to_vec()),
                 Arg::Blob(s),
                 Arg::Blob(r),
                 Arg::Int(receipt.reduction.0),
@@ -257,7 +266,7 @@ impl Store {
                 Arg::Int(audit_seq as i64),
                 Arg::Int(at),
             ]);
-            seen.insert(event_key, receipt.clone());
+            seen.insert(event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
         }
 
@@ -309,6 +318,7 @@ impl Store {
             &[
                 "tenant_id",
                 "event_key",
+                "content_hash",
                 "subject",
                 "record_id",
                 "reduction_mg",
@@ -326,20 +336,21 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Receipts of event ids this tenant already used.
+    /// Receipts (and content fingerprints) of event ids this tenant already
+    /// used.
     async fn known_receipts(
         &self,
         w: &mut super::WriteTx<'_>,
         tenant: i64,
         items: &[(Pseudonym, EventKey, CoarseRecord)],
-    ) -> Result<HashMap<EventKey, Receipt>, StoreError> {
+    ) -> Result<HashMap<EventKey, (Receipt, [u8; 32])>, StoreError> {
         let keys: BTreeSet<[u8; 32]> = items.iter().map(|(_, k, _)| *k.as_bytes()).collect();
         let keys: Vec<[u8; 32]> = keys.into_iter().collect();
         let mut out = HashMap::new();
         for chunk in keys.chunks(1000) {
             let mut p = Params::new(self.engine);
             let sql = format!(
-                "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq \
+                "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq, content_hash \
                  FROM idempotency_keys WHERE tenant_id = {} AND created_at >= {} AND event_key IN ({})",
                 p.one(),
                 p.one(),
@@ -364,7 +375,11 @@ impl Store {
                     capped: row.try_get::<i64, _>(5)? != 0,
                     audit_seq: row.try_get::<i64, _>(6)? as u64,
                 };
-                out.insert(key, receipt);
+                let fingerprint: Vec<u8> = row.try_get(7)?;
+                let fingerprint = fingerprint
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
+                out.insert(key, (receipt, fingerprint));
             }
         }
         Ok(out)
@@ -386,7 +401,8 @@ impl Store {
         for chunk in subjects.chunks(1000) {
             let mut p = Params::new(self.engine);
             let sql = format!(
-                "SELECT subject, day, kind, variant, COUNT(*), CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
+                "SELECT subject, day, kind, variant, CAST(SUM(CASE WHEN reduction_mg > 0 THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
                  FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
                  AND subject IN ({}) GROUP BY subject, day, kind, variant",
                 p.one(),

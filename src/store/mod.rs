@@ -127,6 +127,7 @@ pub(crate) struct WriteTx<'a> {
     tx: Transaction<'static, sqlx::Any>,
     engine: Engine,
     appender: audit_log::Appender,
+    /// The day the transaction runs on (Unix seconds at 00:00 UTC).
     at: i64,
     _guard: tokio::sync::MutexGuard<'a, ()>,
 }
@@ -162,7 +163,19 @@ impl Store {
         clock: Arc<dyn Clock>,
         policies: Arc<PolicySet>,
     ) -> Result<Self, StoreError> {
-        let pools = engine::connect(database_url).await?;
+        Self::open_with_key_store(database_url, None, root, clock, policies).await
+    }
+
+    /// As `open`, with the key store at `key_store_url` instead of beside the
+    /// ledger (see `engine::connect`).
+    pub async fn open_with_key_store(
+        database_url: &str,
+        key_store_url: Option<&str>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicySet>,
+    ) -> Result<Self, StoreError> {
+        let pools = engine::connect(database_url, key_store_url).await?;
         let store = Store {
             ledger: pools.ledger,
             keys: pools.keys,
@@ -175,6 +188,14 @@ impl Store {
         };
         store.check_root_key().await?;
         Ok(store)
+    }
+
+    /// The start (00:00 UTC) of the current day, in Unix seconds: the only
+    /// time the store writes. Finer write times would stand in for the
+    /// behaviour's time when platforms report in real time.
+    fn today_start(&self) -> i64 {
+        let now = self.clock.now().unix_timestamp();
+        now - now.rem_euclid(86_400)
     }
 
     /// The current time by the store's clock (injectable in tests).
@@ -232,7 +253,7 @@ impl Store {
             tx,
             engine: self.engine,
             appender,
-            at: self.clock.now().unix_timestamp(),
+            at: self.today_start(),
             _guard: guard,
         })
     }
@@ -282,7 +303,7 @@ impl Store {
 
     /// Recomputes the audit chain from the stored entries.
     pub async fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
-        audit_log::verify(&self.ledger).await
+        audit_log::verify(&self.ledger, self.engine).await
     }
 
     /// Decoded audit entries after `after_seq`; for reports and tests.

@@ -159,7 +159,8 @@ impl Store {
         });
         let mut w = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped \
+            "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped, \
+             r.kind, r.day \
              FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day < $3 OR (r.day = $3 AND r.record_id < $4)) \
              AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
@@ -182,13 +183,22 @@ impl Store {
             if key_version != keys.key_version {
                 return Err(StoreError::Integrity);
             }
+            // The clear kind and day are bound into the associated data:
+            // editing them makes the record fail to open.
+            let kind: String = row.try_get(7)?;
+            let day = i32::try_from(row.try_get::<i64, _>(8)?).map_err(|_| StoreError::Integrity)?;
             let aad = RecordAad {
                 record_id: &record_id.0,
                 subject: &pseudonym,
                 key_version,
+                kind: &kind,
+                day,
             };
             let plain = open(&keys, &aad, &sealed).map_err(|_| StoreError::Integrity)?;
             let record = CoarseRecord::decode(&plain).ok_or(StoreError::Integrity)?;
+            if record.kind() != kind || record.day().days() != day {
+                return Err(StoreError::Integrity);
+            }
             last = Some((record.day(), record_id));
             records.push(RecordView {
                 record_id: record_id.to_string(),

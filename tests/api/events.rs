@@ -105,6 +105,14 @@ async fn the_same_batch_twice_yields_one_set_of_records(app: TestApp) {
     }
     assert_eq!(total, 20);
 
+    // An id reused for a different event is refused, not answered with the
+    // first event's receipt.
+    let (status, body) = app.post_enrolled(&event("ev-0", "u-0", "clean_plate", json!({}))).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::CONFLICT, Some("urn:carbon-ledger:problem:event-id-reused"))
+    );
+
     // A repeated id inside one batch is recorded once as well.
     let (_, body) = app
         .post_enrolled(&batch(vec![
@@ -140,6 +148,27 @@ async fn daily_caps_limit_credit(app: TestApp) {
         ),
         (json!(0), json!(0), json!(true))
     );
+
+    // Bus rides share the kind's cap of 10 credited rides: the capped metro
+    // ride used none of it, so four more bus rides are all credited.
+    let buses: Vec<Value> = (0..4)
+        .map(|i| event(&format!("bus-{i}"), "u-cap", "transit_ride", json!({"mode": "bus"})))
+        .collect();
+    let (_, body) = app.post_enrolled(&batch(buses)).await;
+    assert!(
+        receipts(&body)
+            .iter()
+            .all(|r| r["capped"] == false && r["reduction_g"] == 80),
+        "{body}"
+    );
+    let (_, body) = app
+        .post_enrolled(&event("bus-4", "u-cap", "transit_ride", json!({"mode": "bus"})))
+        .await;
+    assert_eq!(receipts(&body)[0]["capped"], false, "the 10th credited ride");
+    let (_, body) = app
+        .post_enrolled(&event("bus-5", "u-cap", "transit_ride", json!({"mode": "bus"})))
+        .await;
+    assert_eq!(receipts(&body)[0]["capped"], true, "the 11th");
 
     // The cap also holds across requests.
     let (_, body) = app

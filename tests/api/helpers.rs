@@ -64,7 +64,7 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    async fn create() -> Option<Self> {
+    pub async fn create() -> Option<Self> {
         let admin_url = std::env::var(POSTGRES_ENV).ok()?;
         let name = format!("cl_test_{}", hex::encode(carbon_ledger::crypto::random_bytes::<6>()));
         let admin = AnyPool::connect(&admin_url)

@@ -106,6 +106,38 @@ impl Drop for Served {
     }
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// No second or millisecond of the test run is stored, in any of the forms
+/// SQLite and the ledger's encodings write integers: big-endian in 4 or 6
+/// bytes (also the low bytes of 8-byte values), or as decimal text. (The
+/// day's midnight is allowed: days are what the ledger keeps.)
+fn assert_no_time_finer_than_the_day(bytes: &[u8], started_ms: i64, ended_ms: i64) {
+    let windows = |n: usize| bytes.windows(n).collect::<std::collections::HashSet<&[u8]>>();
+    let (four, six) = (windows(4), windows(6));
+    for second in started_ms / 1000..=ended_ms / 1000 {
+        let be = (second as u32).to_be_bytes();
+        assert!(!four.contains(&be[..]), "a time to the second ({second}) is stored");
+        assert!(
+            !contains(bytes, second.to_string().as_bytes()),
+            "a time to the second ({second}) is stored as text"
+        );
+    }
+    for ms in started_ms..=ended_ms {
+        let be = ms.to_be_bytes();
+        assert!(!six.contains(&be[2..]), "a time to the millisecond ({ms}) is stored");
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn read_all(path: &std::path::Path) -> Vec<u8> {
     let mut bytes = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
@@ -118,6 +150,7 @@ fn read_all(path: &std::path::Path) -> Vec<u8> {
 /// raw SQLite files (databases and WAL) and the trace-level logs.
 #[tokio::test]
 async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
+    let started_ms = unix_ms();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Served::start(&data);
@@ -193,6 +226,7 @@ async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
     let logs = server.logs.clone();
     drop(server);
 
+    let ended_ms = unix_ms();
     let mut files_read = 0;
     for name in ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"] {
         let bytes = read_all(&data.join(name));
@@ -200,6 +234,11 @@ async fn sqlite_files_and_logs_hold_no_subject_id_or_refused_value() {
         assert_absent(name, &bytes);
     }
     assert!(files_read >= 3, "expected the databases and at least one WAL");
+    let all: Vec<u8> = ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"]
+        .iter()
+        .flat_map(|f| read_all(&data.join(f)))
+        .collect();
+    assert_no_time_finer_than_the_day(&all, started_ms, ended_ms);
     assert!(read_all(&data.join("ledger.db")).len() + read_all(&data.join("ledger.db-wal")).len() > 0);
     // A control that the search works: the tenant name is stored in clear.
     let ledger = [read_all(&data.join("ledger.db")), read_all(&data.join("ledger.db-wal"))].concat();
@@ -313,4 +352,113 @@ async fn ciphertext_copied_to_another_subject_fails_to_open(app: TestApp) {
 on_both_engines!(
     database_holds_no_subject_id_or_refused_value,
     ciphertext_copied_to_another_subject_fails_to_open
+);
+
+/// The kind and day stored in clear beside a sealed record are bound into
+/// its associated data: editing them makes it fail to open.
+async fn clear_columns_are_bound_to_the_ciphertext(app: TestApp) {
+    app.post_enrolled(&event("b-1", "lena", "clean_plate", json!({}))).await;
+    let db = app.raw_ledger().await;
+    sqlx::query("UPDATE records SET day = day - 1")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = app.get("/v1/subjects/lena/records").await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("urn:carbon-ledger:problem:record-integrity")
+        )
+    );
+    sqlx::query("UPDATE records SET day = day + 1, kind = 'walking'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, _) = app.get("/v1/subjects/lena/records").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    sqlx::query("UPDATE records SET kind = 'clean_plate'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, _) = app.get("/v1/subjects/lena/records").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// With a key store URL, the salts live in a database of their own: a copy
+/// of the ledger database holds none.
+async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
+    use carbon_ledger::crypto::RootKey;
+    use carbon_ledger::domain::{Role, SubjectId, TenantId};
+    use carbon_ledger::store::{Access, Actor, Kinds, Purpose, Store};
+
+    let (keys_url, _pg) = match app.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", app.dir.path().join("elsewhere/salts.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let db = crate::helpers::PgDatabase::create().await.unwrap();
+            (db.url.clone(), Some(db))
+        }
+    };
+    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
+    let pseudonym = root
+        .pseudonym_key()
+        .pseudonymize(TenantId::new(1), &SubjectId::parse("zoe".into()).unwrap());
+    let store = Store::open_with_key_store(
+        &app.database_url,
+        Some(&keys_url),
+        root,
+        app.clock.clone(),
+        app.store.policies().clone(),
+    )
+    .await
+    .unwrap();
+    let access = Access::new(
+        Actor {
+            tenant: TenantId::new(1),
+            role: Role::Platform,
+        },
+        Purpose::Accounting,
+    );
+    store
+        .grant_consent(
+            &access,
+            &SubjectId::parse("zoe".into()).unwrap(),
+            Purpose::Accounting,
+            1,
+            Kinds::All,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let count = |url: String| async move {
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let table = if url.starts_with("postgres") {
+            "keystore.subject_keys"
+        } else {
+            "subject_keys"
+        };
+        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE subject = $1"))
+            .bind(pseudonym.as_bytes().to_vec())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        pool.close().await;
+        n
+    };
+    assert_eq!(count(keys_url.clone()).await, 1, "the salt is in the key store");
+    let default_keys = match app.backend {
+        Backend::Sqlite => format!("sqlite://{}", app.dir.path().join("keys.db").display()),
+        Backend::Postgres => app.database_url.clone(),
+    };
+    assert_eq!(count(default_keys).await, 0, "and not beside the ledger");
+}
+
+on_both_engines!(
+    clear_columns_are_bound_to_the_ciphertext,
+    the_key_store_can_live_in_its_own_database
 );

@@ -62,6 +62,9 @@ CREATE INDEX ledger_by_record ON ledger_entries (record_id);
 CREATE TABLE idempotency_keys (
     tenant_id           BIGINT  NOT NULL,
     event_key           BYTEA    NOT NULL,
+    -- Keyed fingerprint of the event's content: a reused id with other
+    -- content is refused instead of answered with this receipt.
+    content_hash        BYTEA    NOT NULL,
     subject             BYTEA    NOT NULL,
     record_id           BYTEA    NOT NULL,
     reduction_mg        BIGINT  NOT NULL,

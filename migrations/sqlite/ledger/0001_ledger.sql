@@ -62,6 +62,9 @@ CREATE INDEX ledger_by_record ON ledger_entries (record_id);
 CREATE TABLE idempotency_keys (
     tenant_id           INTEGER NOT NULL,
     event_key           BLOB    NOT NULL,
+    -- Keyed fingerprint of the event's content: a reused id with other
+    -- content is refused instead of answered with this receipt.
+    content_hash        BLOB    NOT NULL,
     subject             BLOB    NOT NULL,
     record_id           BLOB    NOT NULL,
     reduction_mg        INTEGER NOT NULL,
