@@ -6,7 +6,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::pseudonym::{AuditRef, PseudonymKey};
+use super::pseudonym::{AuditRef, PseudonymKey, SubjectRef};
 use super::random_bytes;
 
 /// The key version new ciphertext is sealed under. Stored beside every
@@ -142,10 +142,14 @@ impl RootKey {
         let mut audit_ref = [0u8; 16];
         hk.expand(b"carbon-ledger/v1/audit-ref", &mut audit_ref)
             .expect("16 bytes is a valid HKDF-SHA256 output length");
+        let mut ledger_ref = [0u8; 32];
+        hk.expand(b"carbon-ledger/v1/ledger-ref", &mut ledger_ref)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         SubjectKeys {
             record_key,
             key_version,
             audit_ref: AuditRef::from_bytes(audit_ref),
+            ledger_ref: SubjectRef::from_bytes(ledger_ref),
         }
     }
 }
@@ -179,6 +183,7 @@ pub struct SubjectKeys {
     pub(super) record_key: Zeroizing<[u8; 32]>,
     pub key_version: u32,
     pub audit_ref: AuditRef,
+    pub ledger_ref: SubjectRef,
 }
 
 impl fmt::Debug for SubjectKeys {

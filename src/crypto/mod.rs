@@ -9,6 +9,7 @@
 //!  ├─ HKDF "pseudonym" ....... keyed-BLAKE3 key for subject ids and event ids
 //!  └─ HKDF(salt = subject salt)
 //!       ├─ "record/k{version}" AES-256-GCM key for that subject's records
+//!       ├─ "ledger-ref" ...... the subject's reference in the ledger tables
 //!       └─ "audit-ref" ....... the subject's reference in the audit log
 //! ```
 
@@ -17,7 +18,7 @@ mod pseudonym;
 mod seal;
 
 pub use keys::{KeyError, RootKey, SubjectKeys, SubjectSalt, CURRENT_KEY_VERSION};
-pub use pseudonym::{AuditRef, EventKey, Pseudonym, PseudonymKey};
+pub use pseudonym::{AuditRef, EventKey, Pseudonym, PseudonymKey, SubjectRef};
 pub use seal::{open, seal, OpenError, RecordAad};
 
 /// Fills a fresh array from the operating system's CSPRNG.

@@ -42,7 +42,7 @@ impl PseudonymKey {
     /// different content is told apart from a retry. Keyed, because the
     /// coarse content has little entropy and an unkeyed hash of it could be
     /// inverted by trying every possibility.
-    pub fn event_fingerprint(&self, subject: &Pseudonym, content: &[u8]) -> [u8; 32] {
+    pub fn event_fingerprint(&self, subject: &SubjectRef, content: &[u8]) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
         hasher.update(b"\x0bfingerprint");
         hasher.update(subject.as_bytes());
@@ -77,6 +77,33 @@ impl Pseudonym {
 impl fmt::Debug for Pseudonym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pseudonym({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// A subject's reference in the ledger tables, derived from their salt. The
+/// pseudonym (recomputable from the external id) appears only in the key
+/// store; ledger rows carry this instead, so once the salt is deleted from
+/// every copy of the key store, no copy of the ledger links to the person.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectRef([u8; 32]);
+
+impl SubjectRef {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub(crate) fn from_stored(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SubjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectRef({}…)", hex::encode(&self.0[..4]))
     }
 }
 

@@ -13,7 +13,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 use super::keys::SubjectKeys;
-use super::pseudonym::Pseudonym;
+use super::pseudonym::SubjectRef;
 use super::random_bytes;
 
 const NONCE_LEN: usize = 12;
@@ -22,7 +22,7 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone, Copy)]
 pub struct RecordAad<'a> {
     pub record_id: &'a [u8; 16],
-    pub subject: &'a Pseudonym,
+    pub subject: &'a SubjectRef,
     pub key_version: u32,
     /// The kind and day stored in clear beside the ciphertext.
     pub kind: &'a str,
@@ -93,15 +93,13 @@ pub fn open(keys: &SubjectKeys, aad: &RecordAad<'_>, sealed: &[u8]) -> Result<Ze
 mod tests {
     use super::*;
     use crate::crypto::{RootKey, SubjectSalt};
-    use crate::domain::{SubjectId, TenantId};
 
-    fn fixture() -> (RootKey, Pseudonym, Pseudonym) {
-        let root = RootKey::from_bytes([9; 32]);
-        let pk = root.pseudonym_key();
-        let t = TenantId::new(1);
-        let a = pk.pseudonymize(t, &SubjectId::parse("a".into()).unwrap());
-        let b = pk.pseudonymize(t, &SubjectId::parse("b".into()).unwrap());
-        (root, a, b)
+    fn fixture() -> (RootKey, SubjectRef, SubjectRef) {
+        (
+            RootKey::from_bytes([9; 32]),
+            SubjectRef::from_bytes([1; 32]),
+            SubjectRef::from_bytes([2; 32]),
+        )
     }
 
     #[test]
@@ -163,7 +161,7 @@ mod tests {
         let root = RootKey::from_bytes([0x42; 32]);
         let salt = SubjectSalt::from_slice(&[0x24; 32]).unwrap();
         let keys = root.subject_keys(&salt, 1);
-        let subject = Pseudonym::from_stored(&[0x11; 32]).unwrap();
+        let subject = SubjectRef::from_stored(&[0x11; 32]).unwrap();
         let aad = RecordAad {
             record_id: &[0x22; 16],
             subject: &subject,

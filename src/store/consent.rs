@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::sql::Params;
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope};
-use crate::crypto::{AuditRef, Pseudonym};
+use crate::crypto::{AuditRef, SubjectRef, CURRENT_KEY_VERSION};
 use crate::domain::{Day, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
@@ -79,13 +79,13 @@ pub struct ConsentChange {
 /// The consents of a batch's subjects, for ingest.
 #[derive(Default)]
 pub(super) struct ConsentState {
-    consents: HashMap<(Pseudonym, Purpose), (u32, Kinds)>,
+    consents: HashMap<(SubjectRef, Purpose), (u32, Kinds)>,
 }
 
 impl ConsentState {
     /// Whether `subject` consents, under the current notice, to `purpose`
     /// for `kind`.
-    pub(super) fn allows(&self, store: &Store, subject: &Pseudonym, purpose: Purpose, kind: &str) -> bool {
+    pub(super) fn allows(&self, store: &Store, subject: &SubjectRef, purpose: Purpose, kind: &str) -> bool {
         let current = store.policies.consent.get(purpose).notice_version;
         self.consents
             .get(&(*subject, purpose))
@@ -105,7 +105,7 @@ impl Store {
         &self,
         w: &mut WriteTx<'_>,
         tenant: TenantId,
-        subjects: &[Pseudonym],
+        subjects: &[SubjectRef],
     ) -> Result<ConsentState, StoreError> {
         let mut state = ConsentState::default();
         for chunk in subjects.chunks(1000) {
@@ -120,7 +120,7 @@ impl Store {
                 q = q.bind(s.as_bytes().to_vec());
             }
             for row in q.fetch_all(w.conn()).await? {
-                let subject = Pseudonym::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
                     .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
                 let Some(purpose) = Purpose::parse(&row.try_get::<String, _>(1)?) else {
                     continue;
@@ -166,12 +166,10 @@ impl Store {
                 )));
             }
         }
-        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_or_create(&pseudonym, self.today_start()).await?;
-        let audit_ref = self
-            .root
-            .subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION)
-            .audit_ref;
+        let lookup = self.pseudonyms.pseudonymize(tenant, subject);
+        let salt = self.salt_or_create(&lookup, self.today_start()).await?;
+        let keys = self.root.subject_keys(&salt, CURRENT_KEY_VERSION);
+        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
 
         let mut w = self.begin_write().await?;
         let encoded = kinds.encode();
@@ -180,14 +178,14 @@ impl Store {
              ON CONFLICT (tenant_id, subject, purpose) DO UPDATE SET notice_version = $4, kinds = $5, granted_at = $6",
         )
         .bind(tenant.get())
-        .bind(pseudonym.as_bytes().to_vec())
+        .bind(ledger_ref.as_bytes().to_vec())
         .bind(purpose.as_str())
         .bind(i64::from(notice_version))
         .bind(&encoded)
         .bind(w.at)
         .execute(w.conn())
         .await?;
-        history(&mut w, tenant, &pseudonym, purpose, "grant", notice_version, &encoded).await?;
+        history(&mut w, tenant, &ledger_ref, purpose, "grant", notice_version, &encoded).await?;
         w.append(
             Some(tenant),
             Action::ConsentChanged {
@@ -200,7 +198,7 @@ impl Store {
         );
         let (records_deleted, points_kept) = match purpose {
             Purpose::Accounting => {
-                self.purge_uncovered(&mut w, tenant, &pseudonym, audit_ref, &kinds)
+                self.purge_uncovered(&mut w, tenant, &ledger_ref, audit_ref, &kinds)
                     .await?
             }
             _ => (0, 0),
@@ -230,19 +228,15 @@ impl Store {
         purpose: Purpose,
     ) -> Result<ConsentChange, StoreError> {
         let tenant = self.authorize(access, Permission::ManageConsents)?;
-        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?;
-        let audit_ref = self
-            .root
-            .subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION)
-            .audit_ref;
+        let keys = self.known_subject(tenant, subject).await?;
+        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
 
         let mut w = self.begin_write().await?;
         let removed = sqlx::query(
             "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
         )
         .bind(tenant.get())
-        .bind(pseudonym.as_bytes().to_vec())
+        .bind(ledger_ref.as_bytes().to_vec())
         .bind(purpose.as_str())
         .fetch_optional(w.conn())
         .await?;
@@ -259,7 +253,7 @@ impl Store {
         };
         let notice_version = u32::try_from(removed.try_get::<i64, _>(0)?).unwrap_or(0);
         let kinds: String = removed.try_get(1)?;
-        history(&mut w, tenant, &pseudonym, purpose, "withdraw", notice_version, &kinds).await?;
+        history(&mut w, tenant, &ledger_ref, purpose, "withdraw", notice_version, &kinds).await?;
         w.append(
             Some(tenant),
             Action::ConsentChanged {
@@ -272,7 +266,7 @@ impl Store {
         );
         let (records_deleted, points_kept) = match purpose {
             Purpose::Accounting => {
-                self.purge_uncovered(&mut w, tenant, &pseudonym, audit_ref, &Kinds::Only(BTreeSet::new()))
+                self.purge_uncovered(&mut w, tenant, &ledger_ref, audit_ref, &Kinds::Only(BTreeSet::new()))
                     .await?
             }
             // Points earned stay the person's; the other purposes hold no
@@ -301,7 +295,7 @@ impl Store {
         &self,
         w: &mut WriteTx<'_>,
         tenant: TenantId,
-        subject: &Pseudonym,
+        subject: &SubjectRef,
         audit_ref: AuditRef,
         kinds: &Kinds,
     ) -> Result<(u64, i64), StoreError> {
@@ -357,18 +351,14 @@ impl Store {
     /// The subject's consents in force (an audited read).
     pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<ConsentView>, StoreError> {
         let tenant = self.authorize(access, Permission::ReadConsents)?;
-        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?;
-        let audit_ref = self
-            .root
-            .subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION)
-            .audit_ref;
+        let keys = self.known_subject(tenant, subject).await?;
+        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
         let mut w = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT purpose, notice_version, kinds, granted_at FROM consents WHERE tenant_id = $1 AND subject = $2 ORDER BY purpose",
         )
         .bind(tenant.get())
-        .bind(pseudonym.as_bytes().to_vec())
+        .bind(ledger_ref.as_bytes().to_vec())
         .fetch_all(w.conn())
         .await?;
         let mut views = Vec::with_capacity(rows.len());
@@ -409,7 +399,7 @@ impl Store {
 fn bound<'q>(
     sql: &'q str,
     tenant: TenantId,
-    subject: &Pseudonym,
+    subject: &SubjectRef,
     kept: &BTreeSet<String>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let mut q = sqlx::query(sql)
@@ -425,7 +415,7 @@ fn bound<'q>(
 async fn history(
     w: &mut WriteTx<'_>,
     tenant: TenantId,
-    subject: &Pseudonym,
+    subject: &SubjectRef,
     purpose: Purpose,
     action: &str,
     notice_version: u32,

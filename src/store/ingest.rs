@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::sql::{insert_rows, Arg, Params};
 use super::{Access, Store, StoreError};
 use crate::audit::Action;
-use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, CURRENT_KEY_VERSION};
+use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
 use crate::domain::{CoarseRecord, DailyUsage, Day, EventId, Milligrams, SubjectId};
 use crate::policy::{Permission, Purpose};
 
@@ -86,7 +86,7 @@ pub enum IngestOutcome {
     EventIdReused,
 }
 
-type DayKey = (Pseudonym, Day, String);
+type DayKey = (SubjectRef, Day, String);
 
 /// Credited events and milligrams per subject, day, kind (and variant).
 #[derive(Default)]
@@ -132,7 +132,8 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        // External ids end here: from now on only pseudonyms and event keys.
+        // External ids end here: from now on only pseudonyms (which only
+        // find salts in the key store) and event keys.
         let items: Vec<(Pseudonym, EventKey, CoarseRecord)> = items
             .into_iter()
             .map(|item| {
@@ -144,20 +145,35 @@ impl Store {
                 )
             })
             .collect();
-        let subjects: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
+        let lookups: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
         // Only consent creates a subject's salt: a subject without one has
-        // consented to nothing.
-        let salts = self.existing_salts(&subjects).await?;
-        let known: Vec<Pseudonym> = salts.keys().copied().collect();
+        // consented to nothing. Keys are derived once per subject and batch.
+        let salts = self.existing_salts(&lookups).await?;
+        let subjects: HashMap<Pseudonym, SubjectKeys> = salts
+            .iter()
+            .map(|(p, salt)| (*p, self.root.subject_keys(salt, CURRENT_KEY_VERSION)))
+            .collect();
+        let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
+        let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
+        let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
 
         let mut w = self.begin_write().await?;
-        let consents = self.consent_state(&mut w, tenant, &known).await?;
+        let consents = self.consent_state(&mut w, tenant, &refs).await?;
         let mut seen = self.known_receipts(&mut w, tenant.get(), &items).await?;
-        let mut usage = self.usage(&mut w, tenant.get(), &items).await?;
+        let mut usage = self.usage(&mut w, tenant.get(), &refs, first, last).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
         let (mut records, mut ledger, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-        for (subject, event_key, record) in items {
+        for (lookup, event_key, record) in items {
+            let refused = || IngestOutcome::ConsentRequired {
+                purpose: Purpose::Accounting,
+                kind: record.kind().to_owned(),
+            };
+            let Some(keys_of_subject) = subjects.get(&lookup) else {
+                outcomes.push(refused());
+                continue;
+            };
+            let subject = keys_of_subject.ledger_ref;
             let fingerprint = self.pseudonyms.event_fingerprint(&subject, &record.encode());
             if let Some((receipt, earlier)) = seen.get(&event_key) {
                 outcomes.push(if *earlier == fingerprint {
@@ -167,16 +183,10 @@ impl Store {
                 });
                 continue;
             }
-            let Some(salt) = salts
-                .get(&subject)
-                .filter(|_| consents.allows(self, &subject, Purpose::Accounting, record.kind()))
-            else {
-                outcomes.push(IngestOutcome::ConsentRequired {
-                    purpose: Purpose::Accounting,
-                    kind: record.kind().to_owned(),
-                });
+            if !consents.allows(self, &subject, Purpose::Accounting, record.kind()) {
+                outcomes.push(refused());
                 continue;
-            };
+            }
             let day_key = (subject, record.day(), record.kind().to_owned());
             let variant = record.variant().unwrap_or("").to_owned();
             let assessment = methodology
@@ -196,7 +206,6 @@ impl Store {
             } else {
                 0
             };
-            let keys_of_subject = self.root.subject_keys(salt, CURRENT_KEY_VERSION);
             let record_id = RecordId::generate();
             let aad = RecordAad {
                 record_id: &record_id.0,
@@ -205,7 +214,7 @@ impl Store {
                 kind: record.kind(),
                 day: record.day().days(),
             };
-            let sealed = seal(&keys_of_subject, &aad, &record.encode());
+            let sealed = seal(keys_of_subject, &aad, &record.encode());
             let audit_seq = w.append(
                 Some(tenant),
                 Action::RecordWritten {
@@ -391,12 +400,10 @@ impl Store {
         &self,
         w: &mut super::WriteTx<'_>,
         tenant: i64,
-        items: &[(Pseudonym, EventKey, CoarseRecord)],
+        subjects: &[SubjectRef],
+        first: Day,
+        last: Day,
     ) -> Result<Usage, StoreError> {
-        let subjects: BTreeSet<&Pseudonym> = items.iter().map(|(p, _, _)| p).collect();
-        let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
-        let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
-        let subjects: Vec<&Pseudonym> = subjects.into_iter().collect();
         let mut usage = Usage::default();
         for chunk in subjects.chunks(1000) {
             let mut p = Params::new(self.engine);
@@ -419,7 +426,7 @@ impl Store {
                 q = q.bind(s.as_bytes().to_vec());
             }
             for row in q.fetch_all(w.conn()).await? {
-                let subject = Pseudonym::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
                     .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
                 let day =
                     Day::from_days(row.try_get(1)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::sql::Params;
 use super::{Store, StoreError};
-use crate::crypto::{random_bytes, Pseudonym, SubjectSalt};
+use crate::crypto::{random_bytes, Pseudonym, SubjectSalt, CURRENT_KEY_VERSION};
 
 impl Store {
     /// The salt of one subject, if they have one.
@@ -28,13 +28,16 @@ impl Store {
             return Ok(salt);
         }
         // A concurrent request may create it first: keep theirs.
+        let salt = SubjectSalt::generate();
+        let ledger_ref = self.root.subject_keys(&salt, CURRENT_KEY_VERSION).ledger_ref;
         sqlx::query(
-            "INSERT INTO subject_keys (subject, key_id, salt, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO subject_keys (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (subject) DO NOTHING",
         )
         .bind(subject.as_bytes().to_vec())
         .bind(random_bytes::<16>().to_vec())
-        .bind(SubjectSalt::generate().as_bytes().to_vec())
+        .bind(salt.as_bytes().to_vec())
+        .bind(ledger_ref.as_bytes().to_vec())
         .bind(now)
         .execute(&self.keys)
         .await?;

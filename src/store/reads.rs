@@ -7,8 +7,8 @@ use sqlx::Row;
 use super::ingest::RecordId;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
-use crate::crypto::{open, Pseudonym, RecordAad, SubjectKeys};
-use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId};
+use crate::crypto::{open, RecordAad, SubjectKeys};
+use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId, TenantId};
 use crate::policy::Permission;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -77,22 +77,24 @@ fn totals_sql(group: &str, behaviours_only: bool) -> String {
 }
 
 impl Store {
-    /// The subject's pseudonym and keys, or `SubjectNotFound` when nothing
-    /// is held on them.
-    async fn subject_keys(&self, access: &Access, subject: &SubjectId) -> Result<(Pseudonym, SubjectKeys), StoreError> {
+    /// The keys of a subject this tenant holds data on, or `SubjectNotFound`.
+    pub(super) async fn known_subject(&self, tenant: TenantId, subject: &SubjectId) -> Result<SubjectKeys, StoreError> {
+        let lookup = self.pseudonyms.pseudonymize(tenant, subject);
+        let salt = self.salt_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
+        Ok(self.root.subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION))
+    }
+
+    /// The keys of a subject the caller may read.
+    async fn readable_subject(&self, access: &Access, subject: &SubjectId) -> Result<SubjectKeys, StoreError> {
         let tenant = self.authorize(access, Permission::ReadSubjects)?;
-        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?;
-        Ok((
-            pseudonym,
-            self.root.subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION),
-        ))
+        self.known_subject(tenant, subject).await
     }
 
     pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
-        let (pseudonym, keys) = self.subject_keys(access, subject).await?;
+        let keys = self.readable_subject(access, subject).await?;
+        let ledger_ref = keys.ledger_ref;
         let tenant = access.actor.tenant.get();
-        let s = pseudonym.as_bytes().to_vec();
+        let s = ledger_ref.as_bytes().to_vec();
         let cutoff = self.cutoffs().ledger_day;
         let mut w = self.begin_write().await?;
         let by_kind = sqlx::query(&totals_sql("kind", true))
@@ -151,7 +153,8 @@ impl Store {
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
-        let (pseudonym, keys) = self.subject_keys(access, subject).await?;
+        let keys = self.readable_subject(access, subject).await?;
+        let ledger_ref = keys.ledger_ref;
         let tenant = access.actor.tenant.get();
         let limit = limit.clamp(1, 1000);
         let (before_day, before_id) = cursor.map_or((i64::MAX, vec![0xff; 16]), |(d, id)| {
@@ -166,7 +169,7 @@ impl Store {
              AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
         )
         .bind(tenant)
-        .bind(pseudonym.as_bytes().to_vec())
+        .bind(ledger_ref.as_bytes().to_vec())
         .bind(before_day)
         .bind(before_id)
         .bind(self.cutoffs().records_day)
@@ -189,7 +192,7 @@ impl Store {
             let day = i32::try_from(row.try_get::<i64, _>(8)?).map_err(|_| StoreError::Integrity)?;
             let aad = RecordAad {
                 record_id: &record_id.0,
-                subject: &pseudonym,
+                subject: &ledger_ref,
                 key_version,
                 kind: &kind,
                 day,

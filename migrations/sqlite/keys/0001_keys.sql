@@ -2,9 +2,13 @@
 -- crypto-shredding: every copy of that subject's ciphertext becomes
 -- unreadable.
 CREATE TABLE subject_keys (
+    -- The pseudonym: keyed hash of tenant and external id, for lookup only.
     subject    BLOB    PRIMARY KEY,
     -- A random name for the key, for tombstones; never derived from the subject.
     key_id     BLOB    NOT NULL UNIQUE,
     salt       BLOB    NOT NULL,
+    -- The subject's reference in the ledger tables (derived from the salt),
+    -- so rows whose key is gone can be found and purged.
+    ledger_ref BLOB    NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
 );
