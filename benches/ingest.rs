@@ -84,6 +84,30 @@ async fn run(name: &str, url: &str) {
         events / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / BATCHES as f64
     );
+    // Erasure of one subject with 10,000 records: shred first, purge in bulk.
+    let heavy = SubjectId::parse("heavy-user".to_owned()).unwrap();
+    store
+        .grant_consent(&access, &heavy, Purpose::Accounting, 1, Kinds::All)
+        .await
+        .unwrap();
+    for b in 0..10 {
+        let batch = items(1000 + b, &policies)
+            .into_iter()
+            .map(|i| IngestItem {
+                subject: SubjectId::parse("heavy-user".to_owned()).unwrap(),
+                ..i
+            })
+            .collect();
+        store.ingest(&access, batch).await.unwrap();
+    }
+    let started = Instant::now();
+    let receipt = store.erase_subject(&access, &heavy).await.unwrap();
+    println!(
+        "{name:>10}: erasure of a subject with {} records: {:.1} ms",
+        receipt.counts.records,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
     let started = Instant::now();
     let checked = store.verify_audit().await.unwrap().unwrap();
     println!(

@@ -73,6 +73,19 @@ pub enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
+    /// Key operations.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-apply every recorded erasure: delete the keys the tombstone list
+    /// names (after restoring the key store from a backup) and purge rows
+    /// whose key is gone.
+    Reshred,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +209,11 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
         } => {
             let store = Arc::new(cli.store(true).await?);
             store.record_policy_load().await.map_err(|e| e.to_string())?;
+            // Finish any erasure a crash interrupted before serving anything.
+            let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
+            if keys + rows > 0 {
+                tracing::warn!(keys, rows, "finished interrupted erasures at start-up");
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -220,6 +238,14 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
                 sweeper.abort();
             }
             store.close().await;
+        }
+        Command::Keys {
+            command: KeysCommand::Reshred,
+        } => {
+            let store = cli.store(false).await?;
+            let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
+            store.close().await;
+            println!("re-shredded {keys} erased subjects' keys; purged {rows} rows whose key is gone");
         }
         Command::Retention {
             command: RetentionCommand::Sweep,

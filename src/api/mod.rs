@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use futures_util::FutureExt;
 use serde::Serialize;
@@ -39,7 +39,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(events::post_events))
         .route("/v1/subjects/{id}/account", get(subjects::account))
+        .route("/v1/subjects/{id}", delete(subjects::erase))
         .route("/v1/subjects/{id}/records", get(subjects::records))
+        .route("/v1/subjects/{id}/export", get(subjects::export))
         .route("/v1/subjects/{id}/consents", get(consents::list))
         .route(
             "/v1/subjects/{id}/consents/{purpose}",

@@ -31,6 +31,17 @@ pub enum ReadScope {
     Account,
     Records,
     Consents,
+    Export,
+}
+
+/// How many rows of each class an erasure purged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureCounts {
+    pub records: u32,
+    pub ledger_entries: u32,
+    pub idempotency_keys: u32,
+    pub consents: u32,
+    pub consent_history: u32,
 }
 
 impl ReadScope {
@@ -39,13 +50,19 @@ impl ReadScope {
             ReadScope::Account => 1,
             ReadScope::Records => 2,
             ReadScope::Consents => 3,
+            ReadScope::Export => 4,
         }
     }
 
     fn from_code(code: u8) -> Option<Self> {
-        [ReadScope::Account, ReadScope::Records, ReadScope::Consents]
-            .into_iter()
-            .find(|s| s.code() == code)
+        [
+            ReadScope::Account,
+            ReadScope::Records,
+            ReadScope::Consents,
+            ReadScope::Export,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
     }
 }
 
@@ -107,6 +124,23 @@ pub enum Action {
     },
     /// The retention sweeper purged data past its period.
     RetentionSwept(SweepCounts),
+    /// A person was erased: their key (named by its random id, as in the
+    /// tombstone list) was deleted, then their rows.
+    SubjectErased {
+        subject: AuditRef,
+        key_id: [u8; 16],
+        counts: ErasureCounts,
+    },
+    /// Keys named in the tombstone list were found again (a restored key
+    /// store) and deleted.
+    KeysReshredded {
+        keys: u32,
+    },
+    /// Rows whose subject's key is gone (an erasure interrupted between
+    /// shredding and purging, or re-shredded keys) were purged.
+    OrphansPurged {
+        rows: u64,
+    },
 }
 
 impl Action {
@@ -119,6 +153,9 @@ impl Action {
             Action::ConsentChanged { .. } => 5,
             Action::WithdrawnDataDeleted { .. } => 6,
             Action::RetentionSwept(_) => 7,
+            Action::SubjectErased { .. } => 8,
+            Action::KeysReshredded { .. } => 9,
+            Action::OrphansPurged { .. } => 10,
         }
     }
 
@@ -128,7 +165,8 @@ impl Action {
             Action::RecordWritten { subject, .. }
             | Action::SubjectRead { subject, .. }
             | Action::ConsentChanged { subject, .. }
-            | Action::WithdrawnDataDeleted { subject, .. } => Some(subject),
+            | Action::WithdrawnDataDeleted { subject, .. }
+            | Action::SubjectErased { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -220,6 +258,25 @@ impl AuditEntry {
                     w.extend_from_slice(&n.to_be_bytes());
                 }
             }
+            Action::SubjectErased {
+                subject,
+                key_id,
+                counts: c,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(key_id);
+                for n in [
+                    c.records,
+                    c.ledger_entries,
+                    c.idempotency_keys,
+                    c.consents,
+                    c.consent_history,
+                ] {
+                    w.extend_from_slice(&n.to_be_bytes());
+                }
+            }
+            Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
+            Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
         }
         w
     }
@@ -281,12 +338,115 @@ impl AuditEntry {
                 consent_history: r.u64()?,
                 audit_entries: r.u64()?,
             }),
+            8 => Action::SubjectErased {
+                subject: AuditRef::from_bytes(r.array()?),
+                key_id: r.array()?,
+                counts: ErasureCounts {
+                    records: r.u32()?,
+                    ledger_entries: r.u32()?,
+                    idempotency_keys: r.u32()?,
+                    consents: r.u32()?,
+                    consent_history: r.u32()?,
+                },
+            },
+            9 => Action::KeysReshredded { keys: r.u32()? },
+            10 => Action::OrphansPurged { rows: r.u64()? },
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
         Ok(Self { seq, at, actor, action })
+    }
+}
+
+impl AuditEntry {
+    /// A JSON view of the entry for people and APIs; the hashed form is the
+    /// binary encoding above. Subject references appear in hex.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let day = Day::from_days(self.at.div_euclid(86_400)).map(|d| d.to_string());
+        let mut v = json!({ "seq": self.seq, "on": day, "actor_tenant": self.actor.map(TenantId::get) });
+        let (name, details) = match &self.action {
+            Action::PolicyLoaded {
+                digest,
+                methodology_version,
+            } => (
+                "policy_loaded",
+                json!({"policy_digest": hex::encode(digest), "methodology_version": methodology_version}),
+            ),
+            Action::TenantCreated { tenant, role, name } => (
+                "tenant_created",
+                json!({"tenant": tenant.get(), "role": role.as_str(), "name": name}),
+            ),
+            Action::RecordWritten {
+                subject,
+                record_id,
+                kind,
+                variant,
+                day,
+                reduction_mg,
+                points,
+                methodology_version,
+                capped,
+            } => (
+                "record_written",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "record_id": hex::encode(record_id),
+                    "kind": kind, "variant": variant, "day": day.to_string(), "reduction_mg": reduction_mg,
+                    "points": points, "methodology_version": methodology_version, "capped": capped,
+                }),
+            ),
+            Action::SubjectRead { subject, scope, items } => (
+                "subject_read",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "scope": format!("{scope:?}").to_lowercase(), "items": items}),
+            ),
+            Action::ConsentChanged {
+                subject,
+                purpose,
+                granted,
+                notice_version,
+                kinds,
+            } => (
+                "consent_changed",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "purpose": purpose.as_str(), "granted": granted,
+                    "notice_version": notice_version, "kinds": kinds,
+                }),
+            ),
+            Action::WithdrawnDataDeleted {
+                subject,
+                purpose,
+                records,
+                ledger_entries,
+            } => (
+                "withdrawn_data_deleted",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "purpose": purpose.as_str(),
+                    "records": records, "ledger_entries": ledger_entries,
+                }),
+            ),
+            Action::RetentionSwept(c) => (
+                "retention_swept",
+                json!({
+                    "records": c.records, "ledger_entries": c.ledger_entries, "idempotency_keys": c.idempotency_keys,
+                    "consent_history": c.consent_history, "audit_entries": c.audit_entries,
+                }),
+            ),
+            Action::SubjectErased {
+                subject,
+                key_id,
+                counts,
+            } => (
+                "subject_erased",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "key_id": hex::encode(key_id), "counts": counts}),
+            ),
+            Action::KeysReshredded { keys } => ("keys_reshredded", json!({"keys": keys})),
+            Action::OrphansPurged { rows } => ("orphans_purged", json!({"rows": rows})),
+        };
+        v["action"] = json!(name);
+        v["details"] = details;
+        v
     }
 }
 
@@ -407,6 +567,19 @@ pub(crate) mod tests {
                 records: 4,
                 ledger_entries: 4,
             },
+            Action::SubjectErased {
+                subject,
+                key_id: [9; 16],
+                counts: ErasureCounts {
+                    records: 1,
+                    ledger_entries: 2,
+                    idempotency_keys: 3,
+                    consents: 4,
+                    consent_history: 5,
+                },
+            },
+            Action::KeysReshredded { keys: 2 },
+            Action::OrphansPurged { rows: 7 },
             Action::RetentionSwept(SweepCounts {
                 records: 1,
                 ledger_entries: 2,

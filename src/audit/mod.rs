@@ -9,4 +9,4 @@ pub mod chain;
 pub mod entry;
 
 pub use chain::{ChainVerifier, VerifyError, GENESIS};
-pub use entry::{Action, AuditEntry, ReadScope, SweepCounts};
+pub use entry::{Action, AuditEntry, ErasureCounts, ReadScope, SweepCounts};

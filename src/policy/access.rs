@@ -17,6 +17,10 @@ pub enum Permission {
     ReadConsents,
     #[serde(rename = "consents.manage")]
     ManageConsents,
+    #[serde(rename = "subjects.export")]
+    ExportSubjects,
+    #[serde(rename = "subjects.erase")]
+    EraseSubjects,
 }
 
 impl Permission {
@@ -24,7 +28,12 @@ impl Permission {
     pub fn is_personal(self) -> bool {
         matches!(
             self,
-            Permission::RecordEvents | Permission::ReadSubjects | Permission::ReadConsents | Permission::ManageConsents
+            Permission::RecordEvents
+                | Permission::ReadSubjects
+                | Permission::ReadConsents
+                | Permission::ManageConsents
+                | Permission::ExportSubjects
+                | Permission::EraseSubjects
         )
     }
 
@@ -34,6 +43,8 @@ impl Permission {
             Permission::ReadSubjects => "read accounts and records",
             Permission::ReadConsents => "read consents",
             Permission::ManageConsents => "grant or withdraw consents",
+            Permission::ExportSubjects => "export a person's data",
+            Permission::EraseSubjects => "erase a person's data",
         }
     }
 }

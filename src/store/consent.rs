@@ -38,7 +38,15 @@ impl Kinds {
         }
     }
 
-    fn decode(s: &str) -> Self {
+    /// The kinds covered, by name (all of the methodology's for `All`).
+    pub fn list(&self, methodology: &crate::domain::Methodology) -> Vec<String> {
+        match self {
+            Kinds::All => methodology.kinds.keys().cloned().collect(),
+            Kinds::Only(list) => list.iter().cloned().collect(),
+        }
+    }
+
+    pub(super) fn decode(s: &str) -> Self {
         match s {
             "*" => Kinds::All,
             "" => Kinds::Only(BTreeSet::new()),
@@ -352,13 +360,33 @@ impl Store {
     pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<ConsentView>, StoreError> {
         let tenant = self.authorize(access, Permission::ReadConsents)?;
         let keys = self.known_subject(tenant, subject).await?;
-        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
         let mut w = self.begin_write().await?;
+        let views = self.consent_views(&mut w, tenant, &keys.ledger_ref).await?;
+        let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
+        w.append(
+            Some(tenant),
+            Action::SubjectRead {
+                subject: keys.audit_ref,
+                scope: ReadScope::Consents,
+                items,
+            },
+        );
+        w.commit().await?;
+        Ok(views)
+    }
+
+    /// The subject's consents in force, within the caller's transaction.
+    pub(super) async fn consent_views(
+        &self,
+        w: &mut WriteTx<'_>,
+        tenant: TenantId,
+        subject: &SubjectRef,
+    ) -> Result<Vec<ConsentView>, StoreError> {
         let rows = sqlx::query(
             "SELECT purpose, notice_version, kinds, granted_at FROM consents WHERE tenant_id = $1 AND subject = $2 ORDER BY purpose",
         )
         .bind(tenant.get())
-        .bind(ledger_ref.as_bytes().to_vec())
+        .bind(subject.as_bytes().to_vec())
         .fetch_all(w.conn())
         .await?;
         let mut views = Vec::with_capacity(rows.len());
@@ -373,23 +401,10 @@ impl Store {
                 notice_version,
                 current: notice_version == self.policies.consent.get(purpose).notice_version,
                 all_kinds: kinds == Kinds::All,
-                kinds: match kinds {
-                    Kinds::All => self.policies.methodology.kinds.keys().cloned().collect(),
-                    Kinds::Only(list) => list.into_iter().collect(),
-                },
+                kinds: kinds.list(&self.policies.methodology),
                 granted_at: rfc3339(row.try_get(3)?),
             });
         }
-        let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
-        w.append(
-            Some(tenant),
-            Action::SubjectRead {
-                subject: audit_ref,
-                scope: ReadScope::Consents,
-                items,
-            },
-        );
-        w.commit().await?;
         Ok(views)
     }
 }

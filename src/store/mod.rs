@@ -12,6 +12,8 @@
 mod audit_log;
 mod consent;
 mod engine;
+mod erasure;
+mod export;
 mod ingest;
 mod keystore;
 mod reads;
@@ -33,6 +35,8 @@ pub use crate::policy::Purpose;
 pub use audit_log::AuditCheck;
 pub use consent::{ConsentChange, ConsentView, Kinds};
 pub use engine::{key_store_path, Engine};
+pub use erasure::ErasureReceipt;
+pub use export::{Export, ExportRecord};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
 pub use tenants::ApiKey;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::ingest::RecordId;
-use super::{Access, Store, StoreError};
+use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, RecordAad, SubjectKeys};
 use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId, TenantId};
@@ -154,13 +154,38 @@ impl Store {
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
         let keys = self.readable_subject(access, subject).await?;
+        let mut w = self.begin_write().await?;
+        let (records, next) = self
+            .record_page(&mut w, access.actor.tenant, &keys, limit.clamp(1, 1000), cursor)
+            .await?;
+        let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        w.append(
+            Some(access.actor.tenant),
+            Action::SubjectRead {
+                subject: keys.audit_ref,
+                scope: ReadScope::Records,
+                items,
+            },
+        );
+        w.commit().await?;
+        let next_cursor = next.map(|(day, id)| format!("{}.{id}", day.days()));
+        Ok(RecordPage { records, next_cursor })
+    }
+
+    /// One page of the subject's records within retention, opened, newest
+    /// day first, and where the next page starts (if there is one).
+    pub(super) async fn record_page(
+        &self,
+        w: &mut WriteTx<'_>,
+        tenant: TenantId,
+        keys: &SubjectKeys,
+        limit: u32,
+        cursor: Option<(Day, RecordId)>,
+    ) -> Result<(Vec<RecordView>, Option<(Day, RecordId)>), StoreError> {
         let ledger_ref = keys.ledger_ref;
-        let tenant = access.actor.tenant.get();
-        let limit = limit.clamp(1, 1000);
         let (before_day, before_id) = cursor.map_or((i64::MAX, vec![0xff; 16]), |(d, id)| {
             (i64::from(d.days()), id.0.to_vec())
         });
-        let mut w = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped, \
              r.kind, r.day \
@@ -168,7 +193,7 @@ impl Store {
              WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day < $3 OR (r.day = $3 AND r.record_id < $4)) \
              AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
         )
-        .bind(tenant)
+        .bind(tenant.get())
         .bind(ledger_ref.as_bytes().to_vec())
         .bind(before_day)
         .bind(before_id)
@@ -197,7 +222,7 @@ impl Store {
                 kind: &kind,
                 day,
             };
-            let plain = open(&keys, &aad, &sealed).map_err(|_| StoreError::Integrity)?;
+            let plain = open(keys, &aad, &sealed).map_err(|_| StoreError::Integrity)?;
             let record = CoarseRecord::decode(&plain).ok_or(StoreError::Integrity)?;
             if record.kind() != kind || record.day().days() != day {
                 return Err(StoreError::Integrity);
@@ -216,21 +241,6 @@ impl Store {
                 capped: row.try_get::<i64, _>(6)? != 0,
             });
         }
-        let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        w.append(
-            Some(access.actor.tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
-                scope: ReadScope::Records,
-                items,
-            },
-        );
-        w.commit().await?;
-        let next_cursor = if more {
-            last.map(|(day, id)| format!("{}.{id}", day.days()))
-        } else {
-            None
-        };
-        Ok(RecordPage { records, next_cursor })
+        Ok((records, if more { last } else { None }))
     }
 }

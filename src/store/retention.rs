@@ -68,6 +68,9 @@ impl Store {
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
         self.flush_deleted_pages().await?;
+        // Rows whose key is gone (an erasure interrupted between shredding
+        // and purging) are unreadable; the sweeper removes them too.
+        self.purge_orphans().await?;
         Ok((counts, seq))
     }
 

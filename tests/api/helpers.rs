@@ -272,6 +272,20 @@ impl TestApp {
         AnyPool::connect(&self.database_url).await.unwrap()
     }
 
+    /// A direct connection to the key store, and its table's name there.
+    pub async fn raw_keys(&self) -> (AnyPool, &'static str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("keys.db").display());
+                (AnyPool::connect(&url).await.unwrap(), "subject_keys")
+            }
+            Backend::Postgres => (
+                AnyPool::connect(&self.database_url).await.unwrap(),
+                "keystore.subject_keys",
+            ),
+        }
+    }
+
     /// Runs the real binary against this app's database and key.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_carbon-ledger"))

@@ -14,3 +14,4 @@ mod events;
 mod model;
 mod privacy;
 mod retention;
+mod rights;

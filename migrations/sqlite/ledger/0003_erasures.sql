@@ -1,0 +1,7 @@
+-- Tombstones: the random ids of erased subjects' keys (never anything
+-- derived from the person), kept with the audit log, so that erasures can
+-- be re-applied to a key store restored from an older backup.
+CREATE TABLE erasures (
+    key_id    BLOB    PRIMARY KEY,
+    erased_on INTEGER NOT NULL
+);

@@ -1,0 +1,454 @@
+//! Data subject rights: a complete export, and erasure by crypto-shredding
+//! proven on the bytes, on backups, after crashes and after restores.
+
+use carbon_ledger::audit::{Action, ErasureCounts};
+use carbon_ledger::crypto::{open, RecordAad, RootKey, SubjectSalt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::helpers::{batch, event, Backend, TestApp};
+
+/// One event of every kind the methodology knows.
+fn every_kind(subject: &str, prefix: &str) -> Value {
+    let kinds = [
+        ("transit_ride", json!({"mode": "bus"})),
+        ("cycling", json!({"distance_m": 3100})),
+        ("walking", json!({"steps": 4200})),
+        ("clean_plate", json!({})),
+        ("waste_sorting", json!({"weight_g": 2500})),
+        ("clothes_recycling", json!({"weight_g": 1500})),
+        ("no_drive_day", json!({})),
+        ("paperless_bill", json!({})),
+    ];
+    let mut events: Vec<Value> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (k, d))| event(&format!("{prefix}-{i}"), subject, k, d.clone()))
+        .collect();
+    events[3]["region"] = json!("510502");
+    batch(events)
+}
+
+fn schema() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/export.schema.json")).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// A stored record, as a backup would hold it.
+#[derive(Clone, Debug)]
+struct StoredRecord {
+    record_id: Vec<u8>,
+    subject: Vec<u8>,
+    kind: String,
+    day: i64,
+    key_version: i64,
+    sealed: Vec<u8>,
+}
+
+async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
+    let db = app.raw_ledger().await;
+    sqlx::query("SELECT record_id, subject, kind, day, key_version, sealed FROM records")
+        .fetch_all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| StoredRecord {
+            record_id: r.get(0),
+            subject: r.get(1),
+            kind: r.get(2),
+            day: r.get(3),
+            key_version: r.get(4),
+            sealed: r.get(5),
+        })
+        .collect()
+}
+
+/// How many of `records` open with some salt in the live key store and the
+/// root key: what an attacker holding a backup of the records could read.
+async fn openable(app: &TestApp, records: &[StoredRecord]) -> usize {
+    let (keys_db, table) = app.raw_keys().await;
+    let salts: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
+        .fetch_all(&keys_db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
+    let mut opened = 0;
+    for record in records {
+        let record_id: [u8; 16] = record.record_id.clone().try_into().unwrap();
+        for salt in &salts {
+            let keys = root.subject_keys(&SubjectSalt::from_slice(salt).unwrap(), record.key_version as u32);
+            let aad = RecordAad {
+                record_id: &record_id,
+                subject: &keys.ledger_ref,
+                key_version: record.key_version as u32,
+                kind: &record.kind,
+                day: record.day as i32,
+            };
+            if keys.ledger_ref.as_bytes().as_slice() == record.subject.as_slice()
+                && open(&keys, &aad, &record.sealed).is_ok()
+            {
+                opened += 1;
+            }
+        }
+    }
+    opened
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn the_export_holds_everything_on_the_person_and_nothing_else(app: TestApp) {
+    app.post_enrolled(&every_kind("maya", "m")).await;
+    app.post_enrolled(&every_kind("noah", "n")).await;
+    app.consent_as(&app.key, "maya", &["statistics", "interconnection"])
+        .await;
+    let url = app.url("/v1/subjects/maya/consents/interconnection");
+    app.send(app.client.delete(url).bearer_auth(&app.key)).await;
+
+    let (status, export) = app.get("/v1/subjects/maya/export").await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    let validator = schema();
+    let errors: Vec<String> = validator
+        .iter_errors(&export)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "export does not match docs/export.schema.json: {errors:?}"
+    );
+
+    let records = export["records"].as_array().unwrap();
+    let kinds: std::collections::BTreeSet<&str> = records.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
+    let plate = records.iter().find(|r| r["kind"] == "clean_plate").unwrap();
+    assert_eq!(plate["factor"]["g_per_unit"], 144.0);
+    assert!(plate["factor"]["source"].as_str().unwrap().contains("Luzhou"));
+    assert_eq!(plate["region"], "510500");
+    assert!(records.iter().all(|r| r["factor"].is_object()));
+
+    let consents: Vec<&str> = export["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(consents, ["accounting", "rewards", "statistics"]);
+    let history: Vec<(&str, &str)> = export["consent_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["purpose"].as_str().unwrap(), h["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(history.len(), 5);
+    assert_eq!(history[4], ("interconnection", "withdraw"));
+
+    let (_, account) = app.get("/v1/subjects/maya/account").await;
+    assert_eq!(export["ledger"]["points_balance"], account["points_balance"]);
+    assert_eq!(export["ledger"]["entries"].as_array().unwrap().len(), 8);
+    let written = export["audit_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "record_written")
+        .count();
+    assert_eq!(written, 8);
+    let refs: std::collections::BTreeSet<&str> = export["audit_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["details"]["subject_ref"].as_str())
+        .collect();
+    assert_eq!(refs.len(), 1, "only the person's own audit entries");
+    assert_eq!(export["processing"]["retention"].as_array().unwrap().len(), 5);
+    assert!(!export["processing"]["recipients"].as_array().unwrap().is_empty());
+
+    // Nothing of anyone else.
+    let (_, noah) = app.get("/v1/subjects/noah/records").await;
+    let text = export.to_string();
+    for r in noah["records"].as_array().unwrap() {
+        assert!(!text.contains(r["record_id"].as_str().unwrap()));
+    }
+    assert!(!text.contains("noah") && !text.contains("maya"));
+
+    // The export is itself logged.
+    let last = app.store.audit_entries(0, 10_000).await.unwrap();
+    assert!(last.iter().any(|e| matches!(
+        e.action,
+        Action::SubjectRead {
+            scope: carbon_ledger::audit::ReadScope::Export,
+            items: 8,
+            ..
+        }
+    )));
+
+    let response = app
+        .client
+        .get(app.url("/v1/subjects/maya/export?format=csv"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = response.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 9);
+    assert!(csv.starts_with("record_id,day,kind,"));
+    let (status, _) = app.get("/v1/subjects/maya/export?format=xml").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn erasure_shreds_first_then_purges(app: TestApp) {
+    app.post_enrolled(&batch(vec![
+        event("o1", "olga", "clean_plate", json!({})),
+        event("o2", "olga", "transit_ride", json!({"mode": "metro"})),
+        event("o3", "olga", "walking", json!({"steps": 3000})),
+    ]))
+    .await;
+    let olga = copy_records(&app).await;
+    app.post_enrolled(&event("p1", "pia", "clean_plate", json!({}))).await;
+    let backup = copy_records(&app).await;
+    assert_eq!(
+        openable(&app, &backup).await,
+        4,
+        "the control: a backup opens with the live key store"
+    );
+    let (keys_db, table) = app.raw_keys().await;
+    let salts: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
+        .fetch_all(&keys_db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let url = app.url("/v1/subjects/olga");
+    let (status, receipt) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(
+        receipt["counts"],
+        json!({"records": 3, "ledger_entries": 3, "idempotency_keys": 3, "consents": 2, "consent_history": 2})
+    );
+    assert!(receipt["erased_on"].as_str().unwrap().len() == 10);
+    let seq = receipt["audit_seq"].as_u64().unwrap();
+
+    // The backup test: the copy taken before, the live key store and the
+    // root key open none of her records; the other subject's still open.
+    assert_eq!(openable(&app, &olga).await, 0);
+    assert_eq!(openable(&app, &backup).await, 1);
+    let (status, _) = app.get("/v1/subjects/olga/account").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Her audit entries stay and still verify; the erasure is the last word.
+    app.store.verify_audit().await.unwrap().expect("the chain verifies");
+    let entries = app.store.audit_entries(0, 10_000).await.unwrap();
+    let erased = entries.iter().find(|e| e.seq == seq).unwrap();
+    let Action::SubjectErased { subject, counts, .. } = &erased.action else {
+        panic!("{erased:?}")
+    };
+    assert_eq!(
+        *counts,
+        ErasureCounts {
+            records: 3,
+            ledger_entries: 3,
+            idempotency_keys: 3,
+            consents: 2,
+            consent_history: 2
+        }
+    );
+    assert!(entries.iter().filter(|e| e.action.subject() == Some(subject)).count() > 3);
+    assert!(!entries
+        .iter()
+        .any(|e| e.seq > seq && e.action.subject() == Some(subject)));
+
+    // On the bytes: none of her ciphertext, nor her salt, in any file.
+    if app.backend == Backend::Sqlite {
+        let files: Vec<u8> = ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"]
+            .iter()
+            .flat_map(|f| std::fs::read(app.dir.path().join(f)).unwrap_or_default())
+            .collect();
+        for record in &olga {
+            assert!(
+                !contains(&files, &record.sealed),
+                "erased ciphertext remains in the files"
+            );
+        }
+        let remaining: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
+            .fetch_all(&keys_db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for salt in salts.iter().filter(|s| !remaining.contains(s)) {
+            assert!(!contains(&files, salt), "the erased salt remains in the files");
+        }
+    }
+}
+
+async fn the_same_id_after_erasure_is_a_new_person(app: TestApp) {
+    app.post_enrolled(&event("q1", "quinn", "clean_plate", json!({}))).await;
+    let first_ref = app
+        .store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|e| e.action.subject().copied())
+        .unwrap();
+    app.send(app.client.delete(app.url("/v1/subjects/quinn")).bearer_auth(&app.key))
+        .await;
+
+    let (status, _) = app.post_events(&event("q2", "quinn", "clean_plate", json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no consent carries over");
+    app.enroll("quinn").await;
+    let (status, account) = app.get("/v1/subjects/quinn/account").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (account["events"].as_i64(), account["points_balance"].as_i64()),
+        (Some(0), Some(0))
+    );
+    // Re-sending the old event id records it afresh: its key went with her.
+    let (status, body) = app.post_events(&event("q1", "quinn", "clean_plate", json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    let refs: std::collections::HashSet<_> = entries.iter().filter_map(|e| e.action.subject().copied()).collect();
+    assert_eq!(refs.len(), 2, "a new audit reference");
+    assert!(refs.contains(&first_ref));
+}
+
+async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
+    app.post_enrolled(&batch(vec![
+        event("r1", "rosa", "clean_plate", json!({})),
+        event("r2", "rosa", "paperless_bill", json!({})),
+    ]))
+    .await;
+    let backup = copy_records(&app).await;
+    let (keys_db, table) = app.raw_keys().await;
+    let old_key = sqlx::query(&format!(
+        "SELECT subject, key_id, salt, ledger_ref, created_at FROM {table}"
+    ))
+    .fetch_one(&keys_db)
+    .await
+    .unwrap();
+    let (subject, key_id, salt, ledger_ref, created_at): (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64) = (
+        old_key.get(0),
+        old_key.get(1),
+        old_key.get(2),
+        old_key.get(3),
+        old_key.get(4),
+    );
+
+    app.send(app.client.delete(app.url("/v1/subjects/rosa")).bearer_auth(&app.key))
+        .await;
+    assert_eq!(openable(&app, &backup).await, 0);
+
+    // Restore the key store (and the records) from the old backup: the erased
+    // person is readable again...
+    sqlx::query(&format!(
+        "INSERT INTO {table} (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(subject)
+    .bind(key_id)
+    .bind(salt)
+    .bind(ledger_ref)
+    .bind(created_at)
+    .execute(&keys_db)
+    .await
+    .unwrap();
+    let db = app.raw_ledger().await;
+    for r in &backup {
+        sqlx::query("INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6, 0)")
+            .bind(r.record_id.clone())
+            .bind(r.subject.clone())
+            .bind(r.kind.clone())
+            .bind(r.day)
+            .bind(r.key_version)
+            .bind(r.sealed.clone())
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(openable(&app, &backup).await, 2);
+
+    // ...until the tombstone list is applied again.
+    let out = app.cli(&["keys", "reshred"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("re-shredded 1 erased subjects' keys; purged 2 rows"),
+        "{text}"
+    );
+    assert_eq!(openable(&app, &backup).await, 0);
+    let left: i64 = sqlx::query("SELECT COUNT(*) FROM records")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    app.store.verify_audit().await.unwrap().expect("the chain verifies");
+}
+
+async fn an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes(app: TestApp) {
+    app.post_enrolled(&event("s1", "sam", "clean_plate", json!({}))).await;
+    // A crash after shredding, before purging.
+    let (keys_db, table) = app.raw_keys().await;
+    sqlx::query(&format!("DELETE FROM {table}"))
+        .execute(&keys_db)
+        .await
+        .unwrap();
+    let (status, _) = app.get("/v1/subjects/sam/records").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "unreadable rows are invisible");
+    let db = app.raw_ledger().await;
+    let rows = || async {
+        sqlx::query("SELECT COUNT(*) FROM records")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    assert_eq!(rows().await, 1);
+    app.store.sweep_retention().await.unwrap();
+    assert_eq!(rows().await, 0);
+    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| matches!(e.action, Action::OrphansPurged { rows } if rows >= 3)),
+        "{entries:?}"
+    );
+}
+
+async fn only_the_platform_holding_the_person_may_export_or_erase(app: TestApp) {
+    app.post_enrolled(&event("t1", "tara", "clean_plate", json!({}))).await;
+    let other = app.add_tenant("wuhan", carbon_ledger::domain::Role::Platform).await;
+    let auditor = app.add_tenant("auditor", carbon_ledger::domain::Role::Auditor).await;
+    let (status, _) = app.get_as(&other, "/v1/subjects/tara/export").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .send(app.client.delete(app.url("/v1/subjects/tara")).bearer_auth(&other))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get_as(&auditor, "/v1/subjects/tara/export").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app
+        .send(app.client.delete(app.url("/v1/subjects/tara")).bearer_auth(&auditor))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, account) = app.get("/v1/subjects/tara/account").await;
+    assert_eq!(account["events"], 1);
+}
+
+on_both_engines!(
+    the_export_holds_everything_on_the_person_and_nothing_else,
+    erasure_shreds_first_then_purges,
+    the_same_id_after_erasure_is_a_new_person,
+    reshred_after_restoring_an_old_key_store,
+    an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes,
+    only_the_platform_holding_the_person_may_export_or_erase,
+);
