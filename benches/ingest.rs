@@ -109,7 +109,7 @@ async fn run(name: &str, url: &str) {
     );
 
     let started = Instant::now();
-    let checked = store.verify_audit().await.unwrap().unwrap();
+    let checked = store.verify_audit(&[]).await.unwrap().unwrap();
     println!(
         "{name:>10}: audit verify of {} entries: {:.2} s",
         checked.entries,

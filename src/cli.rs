@@ -50,6 +50,10 @@ pub enum Command {
         /// Seconds between retention sweeps; 0 turns the sweeper off.
         #[arg(long, env = "CARBON_LEDGER_SWEEP_INTERVAL_SECS", default_value_t = 3600)]
         sweep_interval_secs: u64,
+        /// Seconds between signed audit checkpoints; 0 turns them off (they
+        /// are still signed on request).
+        #[arg(long, env = "CARBON_LEDGER_CHECKPOINT_INTERVAL_SECS", default_value_t = 300)]
+        checkpoint_interval_secs: u64,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -114,8 +118,29 @@ pub enum RoleArg {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the audit hash chain; names the first bad entry.
-    Verify,
+    /// Verify the audit log: recompute every entry's hash, the chain and the
+    /// Merkle tree, and check them against every signed checkpoint. Names the
+    /// first failing entry; exit status 1.
+    Verify {
+        /// Verify an export written by `audit export` instead of the
+        /// database: no database, no network, no secret needed.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Also check against a signed checkpoint you kept (catches a log cut
+        /// short and re-signed); repeatable.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+    },
+    /// Write the log, every signed checkpoint and the public key to a
+    /// directory, for offline verification.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print a signed checkpoint covering every entry so far.
+    Checkpoint,
+    /// Print the checkpoint verifier key.
+    PublicKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +231,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
         Command::Serve {
             listen,
             sweep_interval_secs,
+            checkpoint_interval_secs,
         } => {
             let store = Arc::new(cli.store(true).await?);
             store.record_policy_load().await.map_err(|e| e.to_string())?;
@@ -230,12 +256,18 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
                     std::time::Duration::from_secs(*sweep_interval_secs),
                 ))
             });
+            let checkpoints = (*checkpoint_interval_secs > 0).then(|| {
+                tokio::spawn(crate::server::checkpoint_periodically(
+                    store.clone(),
+                    std::time::Duration::from_secs(*checkpoint_interval_secs),
+                ))
+            });
             let state = AppState { store: store.clone() };
             crate::server::serve(listener, state, crate::server::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(sweeper) = sweeper {
-                sweeper.abort();
+            for task in [sweeper, checkpoints].into_iter().flatten() {
+                task.abort();
             }
             store.close().await;
         }
@@ -286,10 +318,78 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             store.close().await;
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify {
+                from: Some(dir),
+                checkpoint,
+            },
+        } => {
+            // Checkpoints the auditor kept join the exported ones.
+            for (i, file) in checkpoint.iter().enumerate() {
+                std::fs::copy(file, dir.join("checkpoints").join(format!("kept-{i}.note")))
+                    .map_err(|e| format!("cannot use {}: {e}", file.display()))?;
+            }
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            match crate::audit::offline::verify_dir(dir, progress) {
+                Ok(report) => {
+                    println!(
+                        "audit export verified: {} entries, {} signed checkpoints; totals from the log:",
+                        report.entries, report.checkpoints
+                    );
+                    println!(
+                        "{:>8}  {:<20} {:<8} {:>8} {:>16} {:>10}",
+                        "tenant", "kind", "month", "events", "reduction_g", "points"
+                    );
+                    for ((tenant, kind, month), t) in &report.totals {
+                        let grams =
+                            serde_json::to_string(&crate::domain::Milligrams(t.reduction_mg)).unwrap_or_default();
+                        let month = crate::domain::month_label(*month);
+                        println!(
+                            "{tenant:>8}  {kind:<20} {month:<8} {:>8} {grams:>16} {:>10}",
+                            t.events, t.points
+                        );
+                    }
+                }
+                Err(e) => {
+                    println!("audit export verification FAILED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Export { out },
         } => {
             let store = cli.store(false).await?;
-            let check = store.verify_audit().await.map_err(|e| e.to_string())?;
+            let n = store.export_audit(out).await.map_err(|e| e.to_string())?;
+            store.close().await;
+            println!(
+                "exported {n} audit entries with their signed checkpoints and public key to {}",
+                out.display()
+            );
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => {
+            let store = cli.store(false).await?;
+            let note = store.checkpoint().await.map_err(|e| e.to_string())?;
+            store.close().await;
+            print!("{note}");
+        }
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => {
+            let store = cli.store(false).await?;
+            println!("{}", store.audit_public_key());
+            store.close().await;
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { from: None, checkpoint },
+        } => {
+            let mut kept = Vec::new();
+            for file in checkpoint {
+                kept.push(std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?);
+            }
+            let store = cli.store(false).await?;
+            let check = store.verify_audit(&kept).await.map_err(|e| e.to_string())?;
             store.close().await;
             match check {
                 Ok(checked) => println!(

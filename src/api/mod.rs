@@ -1,6 +1,7 @@
 //! The HTTP API: routing, authentication, request logging and thin handlers
 //! that call the domain and the access layer.
 
+mod audit;
 mod consents;
 mod events;
 mod extract;
@@ -48,6 +49,12 @@ pub fn router(state: AppState) -> Router {
             put(consents::grant).delete(consents::withdraw),
         )
         .route("/v1/consent/purposes", get(consents::purposes))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/entries", get(audit::entries))
+        .route("/v1/audit/proofs/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proofs/consistency", get(audit::consistency))
+        .route("/v1/reports/reductions", get(audit::reductions))
         .route("/v1/methodology", get(meta::methodology))
         .route("/healthz", get(meta::healthz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

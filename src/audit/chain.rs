@@ -14,12 +14,7 @@ use super::entry::AuditEntry;
 
 pub const GENESIS: [u8; 32] = [0; 32];
 
-pub fn leaf_hash(entry_bytes: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x00]);
-    h.update(entry_bytes);
-    *h.finalize().as_bytes()
-}
+pub use super::merkle::leaf_hash;
 
 pub fn chain_hash(prev: &[u8; 32], leaf: &[u8; 32]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key("carbon-ledger 2026 audit chain v1");

@@ -6,7 +6,10 @@
 //! the BLAKE3 hash chain and its verifier.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod entry;
+pub mod merkle;
+pub mod offline;
 
 pub use chain::{ChainVerifier, VerifyError, GENESIS};
 pub use entry::{Action, AuditEntry, ErasureCounts, ReadScope, SweepCounts};

@@ -21,6 +21,18 @@ pub enum Permission {
     ExportSubjects,
     #[serde(rename = "subjects.erase")]
     EraseSubjects,
+    /// Every audit entry, checkpoints and proofs.
+    #[serde(rename = "audit.read")]
+    ReadAudit,
+    /// The tenant's own audit entries, checkpoints and proofs.
+    #[serde(rename = "audit.read_own")]
+    ReadOwnAudit,
+    /// Reduction reports of every tenant.
+    #[serde(rename = "reports.read")]
+    ReadReports,
+    /// The tenant's own reduction reports.
+    #[serde(rename = "reports.read_own")]
+    ReadOwnReports,
 }
 
 impl Permission {
@@ -45,6 +57,8 @@ impl Permission {
             Permission::ManageConsents => "grant or withdraw consents",
             Permission::ExportSubjects => "export a person's data",
             Permission::EraseSubjects => "erase a person's data",
+            Permission::ReadAudit | Permission::ReadOwnAudit => "read the audit log",
+            Permission::ReadReports | Permission::ReadOwnReports => "read reduction reports",
         }
     }
 }

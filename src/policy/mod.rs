@@ -249,7 +249,11 @@ mod tests {
         assert!(refusal("retention.toml", "[classes.audit_entries]", "[classes.audit]").contains("audit"));
         let err = refusal("retention.toml", "days = 45", "days = 30");
         assert!(err.contains("idempotency_keys must be kept longer"), "{err}");
-        let err = refusal("access.toml", "actions = []", "actions = [\"subjects.read\"]");
+        let err = refusal(
+            "access.toml",
+            "actions = [\"audit.read\"",
+            "actions = [\"subjects.read\", \"audit.read\"",
+        );
         assert!(err.contains("auditors never see personal data"), "{err}");
         assert!(refusal("access.toml", "\"events.record\"", "\"events.delete\"").contains("access.toml"));
     }

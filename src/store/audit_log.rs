@@ -1,20 +1,28 @@
-//! Appending to and reading the audit log tables.
+//! Appending to and reading the audit log tables: entries with their leaf
+//! and chain hashes, the Merkle tree's complete subtrees, and checkpoints.
+
+use std::collections::HashMap;
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::sql::{insert_rows, Arg};
+use super::sql::{insert_rows, Arg, Params};
 use super::{Engine, StoreError};
 use crate::audit::chain::{chain_hash, leaf_hash, Checked};
+use crate::audit::checkpoint::{Checkpoint, NoteVerifier};
+use crate::audit::merkle::{self, Frontier, Hash, NodeId};
 use crate::audit::{Action, AuditEntry, ChainVerifier, VerifyError};
 use crate::domain::TenantId;
 
 /// Entries appended in the current write transaction, chained onto the head
-/// that transaction locked.
+/// that transaction locked, with the tree nodes they complete.
 #[derive(Default)]
 pub(super) struct Appender {
     seq: u64,
     prev: [u8; 32],
     rows: Vec<Vec<Arg>>,
+    /// The tree's right edge at lock time plus every node added since.
+    nodes: HashMap<NodeId, Hash>,
+    new_nodes: Vec<Vec<Arg>>,
 }
 
 const COLUMNS: [&str; 7] = [
@@ -29,8 +37,8 @@ const COLUMNS: [&str; 7] = [
 
 impl Appender {
     /// Locks the head row (an UPDATE, so both engines take a write lock on
-    /// it) and reads where the chain stands.
-    pub(super) async fn lock_head(conn: &mut AnyConnection) -> Result<Self, StoreError> {
+    /// it), reads where the chain stands, and loads the tree's right edge.
+    pub(super) async fn lock_head(conn: &mut AnyConnection, engine: Engine) -> Result<Self, StoreError> {
         let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, chain_hash")
             .fetch_one(&mut *conn)
             .await?;
@@ -39,10 +47,14 @@ impl Appender {
         let prev = prev
             .try_into()
             .map_err(|_| StoreError::Corrupt("audit head hash is not 32 bytes".into()))?;
+        let edge = merkle::root_nodes(seq as u64).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let nodes = fetch_nodes(conn, engine, &edge).await?;
         Ok(Self {
             seq: seq as u64,
             prev,
             rows: Vec::new(),
+            nodes,
+            new_nodes: Vec::new(),
         })
     }
 
@@ -50,7 +62,14 @@ impl Appender {
         self.seq
     }
 
+    /// The tree root over every entry, appended ones included.
+    pub(super) fn root(&self) -> Result<Hash, StoreError> {
+        merkle::assemble_root(self.seq, &|id| self.nodes.get(&id).copied())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     pub(super) fn append(&mut self, at: i64, actor: Option<TenantId>, action: Action) -> u64 {
+        let index = self.seq;
         self.seq += 1;
         let subject_ref = action.subject().map(|r| r.as_bytes().to_vec());
         let entry = AuditEntry {
@@ -62,6 +81,19 @@ impl Appender {
         let bytes = entry.encode();
         let leaf = leaf_hash(&bytes);
         self.prev = chain_hash(&self.prev, &leaf);
+        self.nodes.insert(NodeId::leaf(index), leaf);
+        for id in merkle::nodes_completed_by_append(index) {
+            let (left, right) = id.children().expect("completed nodes are above the leaves");
+            // Both children are on the right edge loaded at lock time or were
+            // added by this transaction.
+            let hash = merkle::node_hash(&self.nodes[&left], &self.nodes[&right]);
+            self.nodes.insert(id, hash);
+            self.new_nodes.push(vec![
+                Arg::Int(i64::from(id.level)),
+                Arg::Int(id.index as i64),
+                Arg::Blob(hash.to_vec()),
+            ]);
+        }
         self.rows.push(vec![
             Arg::Int(self.seq as i64),
             Arg::Blob(bytes),
@@ -79,6 +111,15 @@ impl Appender {
             return Ok(());
         }
         insert_rows(conn, engine, "audit_log", &COLUMNS, self.rows, "").await?;
+        insert_rows(
+            conn,
+            engine,
+            "audit_nodes",
+            &["level", "idx", "hash"],
+            self.new_nodes,
+            "",
+        )
+        .await?;
         sqlx::query("UPDATE audit_head SET seq = $1, chain_hash = $2 WHERE id = 1")
             .bind(self.seq as i64)
             .bind(self.prev.to_vec())
@@ -88,8 +129,63 @@ impl Appender {
     }
 }
 
+/// The hashes of the given tree nodes: leaves from the log, complete
+/// subtrees above them from `audit_nodes`.
+pub(super) async fn fetch_nodes(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, Hash>, StoreError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let (leaves, inner): (Vec<&NodeId>, Vec<&NodeId>) = ids.iter().partition(|id| id.level == 0);
+    let hash = |bytes: Vec<u8>| -> Result<Hash, StoreError> {
+        bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("tree hash is not 32 bytes".into()))
+    };
+    for chunk in leaves.chunks(500) {
+        let sql = format!(
+            "SELECT seq, leaf_hash FROM audit_log WHERE seq IN ({})",
+            Params::new(engine).list(chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(id.index as i64 + 1);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(
+                NodeId::leaf(row.try_get::<i64, _>(0)? as u64 - 1),
+                hash(row.try_get(1)?)?,
+            );
+        }
+    }
+    for chunk in inner.chunks(500) {
+        let mut p = Params::new(engine);
+        let clauses: Vec<String> = chunk
+            .iter()
+            .map(|_| format!("(level = {} AND idx = {})", p.one(), p.one()))
+            .collect();
+        let sql = format!(
+            "SELECT level, idx, hash FROM audit_nodes WHERE {}",
+            clauses.join(" OR ")
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(i64::from(id.level)).bind(id.index as i64);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let id = NodeId {
+                level: row.try_get::<i64, _>(0)? as u32,
+                index: row.try_get::<i64, _>(1)? as u64,
+            };
+            out.insert(id, hash(row.try_get(2)?)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Empties the entries appended before `cutoff` (Unix seconds), keeping
-/// their hashes so the chain still verifies. Returns how many were emptied.
+/// their hashes so the chain and the tree still verify. Returns how many.
 pub(super) async fn prune_before(conn: &mut AnyConnection, cutoff: i64) -> Result<u64, StoreError> {
     let done = sqlx::query("UPDATE audit_log SET entry = NULL, subject_ref = NULL WHERE at < $1 AND entry IS NOT NULL")
         .bind(cutoff)
@@ -98,12 +194,20 @@ pub(super) async fn prune_before(conn: &mut AnyConnection, cutoff: i64) -> Resul
     Ok(done.rows_affected())
 }
 
-/// The outcome of recomputing the chain.
+/// The outcome of recomputing the log.
 pub type AuditCheck = Result<Checked, VerifyError>;
 
 const PAGE: i64 = 10_000;
 
-pub(super) async fn verify(pool: &AnyPool, engine: Engine) -> Result<AuditCheck, StoreError> {
+/// Recomputes every leaf, the chain and the tree, and checks the tree
+/// against every signed checkpoint: those stored, and `extra` ones an
+/// auditor kept (which catch a truncated and re-signed log).
+pub(super) async fn verify(
+    pool: &AnyPool,
+    engine: Engine,
+    verifier: &NoteVerifier,
+    extra: &[String],
+) -> Result<AuditCheck, StoreError> {
     // One snapshot for the whole check, so appends committed meanwhile are
     // neither half-seen nor mistaken for entries stored beyond the head.
     let mut tx = match engine {
@@ -119,7 +223,31 @@ pub(super) async fn verify(pool: &AnyPool, engine: Engine) -> Result<AuditCheck,
         .await?;
     let head_seq: i64 = head.try_get(0)?;
     let head_hash: Vec<u8> = head.try_get(1)?;
-    let mut verifier = ChainVerifier::default();
+
+    let mut notes: Vec<String> = sqlx::query("SELECT note FROM audit_checkpoints ORDER BY size")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    notes.extend(extra.iter().cloned());
+    let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(notes.len());
+    for note in &notes {
+        match verifier.verify(note, verifier.name()) {
+            Ok(cp) => checkpoints.push(cp),
+            Err(e) => {
+                return Ok(Err(VerifyError {
+                    seq: 0,
+                    reason: format!("a checkpoint does not verify: {e}"),
+                }))
+            }
+        }
+    }
+    checkpoints.sort_by_key(|cp| cp.size);
+
+    let mut chain = ChainVerifier::default();
+    let mut tree = Frontier::default();
+    let mut next_checkpoint = 0;
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(
@@ -134,15 +262,39 @@ pub(super) async fn verify(pool: &AnyPool, engine: Engine) -> Result<AuditCheck,
             let seq: i64 = row.try_get(0)?;
             let entry: Option<Vec<u8>> = row.try_get(1)?;
             let leaf: Vec<u8> = row.try_get(2)?;
-            let chain: Vec<u8> = row.try_get(3)?;
-            if let Err(e) = verifier.push(seq, entry.as_deref(), &leaf, &chain) {
+            let stored_chain: Vec<u8> = row.try_get(3)?;
+            if let Err(e) = chain.push(seq, entry.as_deref(), &leaf, &stored_chain) {
                 return Ok(Err(e));
+            }
+            tree.push(leaf.try_into().expect("the chain verifier checked the leaf's length"));
+            while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == tree.size()) {
+                if cp.root != tree.root() {
+                    return Ok(Err(VerifyError {
+                        seq: seq as u64,
+                        reason: format!(
+                            "the log up to here does not match the signed checkpoint of size {}",
+                            cp.size
+                        ),
+                    }));
+                }
+                next_checkpoint += 1;
             }
             after = seq;
         }
         if (rows.len() as i64) < PAGE {
             break;
         }
+    }
+    // A signed checkpoint larger than the log: entries were cut from the tail.
+    if let Some(cp) = checkpoints.get(next_checkpoint) {
+        return Ok(Err(VerifyError {
+            seq: tree.size() + 1,
+            reason: format!(
+                "missing: a signed checkpoint covers {} entries, the log holds {}",
+                cp.size,
+                tree.size()
+            ),
+        }));
     }
     // Entries past the head were appended without moving it: a forgery.
     let beyond: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE seq > $1")
@@ -156,7 +308,7 @@ pub(super) async fn verify(pool: &AnyPool, engine: Engine) -> Result<AuditCheck,
             reason: "stored beyond the log's head".into(),
         }));
     }
-    Ok(verifier.finish(head_seq, &head_hash))
+    Ok(chain.finish(head_seq, &head_hash))
 }
 
 /// Entries still readable (not pruned) after `after_seq`.

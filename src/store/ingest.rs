@@ -164,6 +164,8 @@ impl Store {
 
         let mut outcomes = Vec::with_capacity(items.len());
         let (mut records, mut ledger, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        // Report totals per (kind, month): events, milligrams, points.
+        let mut totals: HashMap<(String, i32), (i64, i64, i64)> = HashMap::new();
         for (lookup, event_key, record) in items {
             let refused = || IngestOutcome::ConsentRequired {
                 purpose: Purpose::Accounting,
@@ -275,6 +277,10 @@ impl Store {
                 Arg::Int(audit_seq as i64),
                 Arg::Int(at),
             ]);
+            let cell = totals
+                .entry((record.kind().to_owned(), record.day().month()))
+                .or_default();
+            *cell = (cell.0 + 1, cell.1 + receipt.reduction.0, cell.2 + receipt.points);
             seen.insert(event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
         }
@@ -339,6 +345,32 @@ impl Store {
             ],
             keys,
             "",
+        )
+        .await?;
+        // One row per cell in the statement: PostgreSQL refuses to update a
+        // row twice in one INSERT ... ON CONFLICT.
+        let totals: Vec<Vec<Arg>> = totals
+            .into_iter()
+            .map(|((kind, month), (events, mg, points))| {
+                vec![
+                    Arg::Int(tenant.get()),
+                    Arg::Text(kind),
+                    Arg::Int(month.into()),
+                    Arg::Int(events),
+                    Arg::Int(mg),
+                    Arg::Int(points),
+                ]
+            })
+            .collect();
+        insert_rows(
+            w.conn(),
+            self.engine,
+            "reduction_totals",
+            &["tenant_id", "kind", "month", "events", "reduction_mg", "points"],
+            totals,
+            "ON CONFLICT (tenant_id, kind, month) DO UPDATE SET events = reduction_totals.events + excluded.events, \
+             reduction_mg = reduction_totals.reduction_mg + excluded.reduction_mg, \
+             points = reduction_totals.points + excluded.points",
         )
         .await?;
         w.commit().await?;

@@ -20,11 +20,13 @@ mod reads;
 mod retention;
 mod sql;
 mod tenants;
+mod transparency;
 
 use std::sync::Arc;
 
 use sqlx::{AnyConnection, AnyPool, Row, Transaction};
 
+use crate::audit::checkpoint::NoteSigner;
 use crate::audit::{Action, AuditEntry};
 use crate::clock::Clock;
 use crate::crypto::{PseudonymKey, RootKey};
@@ -40,6 +42,7 @@ pub use export::{Export, ExportRecord};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
 pub use tenants::ApiKey;
+pub use transparency::{parse_month, EntryView, ReductionReport, ReportCell, SuppressedCells, MIN_CELL_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,6 +116,8 @@ pub struct Store {
     pseudonyms: PseudonymKey,
     clock: Arc<dyn Clock>,
     policies: Arc<PolicySet>,
+    /// Signs audit checkpoints (Ed25519, seeded from the root key).
+    signer: NoteSigner,
     /// Serializes this process's write transactions; the audit head row lock
     /// serializes them across processes.
     write_lock: tokio::sync::Mutex<()>,
@@ -180,7 +185,12 @@ impl Store {
         policies: Arc<PolicySet>,
     ) -> Result<Self, StoreError> {
         let pools = engine::connect(database_url, key_store_url).await?;
+        // The log's name: one per root key, so two deployments' checkpoints
+        // can never be confused.
+        let origin = format!("carbon-ledger/{}/audit/blake3-v1", &root.fingerprint()[..16]);
+        let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
         let store = Store {
+            signer,
             ledger: pools.ledger,
             keys: pools.keys,
             engine: pools.engine,
@@ -252,7 +262,7 @@ impl Store {
             Some(statement) => self.ledger.begin_with(statement).await?,
             None => self.ledger.begin().await?,
         };
-        let appender = audit_log::Appender::lock_head(&mut tx).await?;
+        let appender = audit_log::Appender::lock_head(&mut tx, self.engine).await?;
         Ok(WriteTx {
             tx,
             engine: self.engine,
@@ -305,9 +315,11 @@ impl Store {
         Ok(seq)
     }
 
-    /// Recomputes the audit chain from the stored entries.
-    pub async fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
-        audit_log::verify(&self.ledger, self.engine).await
+    /// Recomputes the audit log — leaves, chain and tree — and checks it
+    /// against every stored checkpoint and the `extra` signed checkpoints an
+    /// auditor kept.
+    pub async fn verify_audit(&self, extra: &[String]) -> Result<AuditCheck, StoreError> {
+        audit_log::verify(&self.ledger, self.engine, &self.signer.verifier(), extra).await
     }
 
     /// Decoded audit entries after `after_seq`; for reports and tests.

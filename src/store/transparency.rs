@@ -1,0 +1,318 @@
+//! What auditors verify with: signed checkpoints of the audit log's Merkle
+//! tree, inclusion and consistency proofs, the entries themselves, an
+//! offline export, and reduction reports that reconcile with the log.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::audit_log::fetch_nodes;
+use super::{Access, Store, StoreError};
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::merkle::{self, Hash};
+use crate::audit::AuditEntry;
+use crate::domain::{month_label, Milligrams, TenantId};
+use crate::policy::Permission;
+
+/// Report cells with fewer events are not shown alone; their sums go into
+/// the tenant's `suppressed` line so totals still reconcile.
+pub const MIN_CELL_EVENTS: i64 = 5;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EntryView {
+    pub seq: u64,
+    /// Hex of the entry's leaf hash.
+    pub leaf_hash: String,
+    /// Hex of the canonical encoding; absent once retention emptied it.
+    pub entry: Option<String>,
+    pub decoded: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReportCell {
+    pub tenant: i64,
+    pub kind: String,
+    pub month: String,
+    pub events: i64,
+    pub reduction_g: Milligrams,
+    pub points: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SuppressedCells {
+    pub tenant: i64,
+    pub cells: i64,
+    pub events: i64,
+    pub reduction_g: Milligrams,
+    pub points: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReductionReport {
+    pub min_cell_events: i64,
+    pub cells: Vec<ReportCell>,
+    pub suppressed: Vec<SuppressedCells>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Parses `YYYY-MM` into the `YYYYMM` month key.
+pub fn parse_month(s: &str) -> Option<i64> {
+    let (y, m) = s.split_once('-')?;
+    let (y, m): (i64, i64) = (y.parse().ok()?, m.parse().ok()?);
+    (y.to_string().len() == 4 && (1..=12).contains(&m) && m.to_string().len() <= 2).then_some(y * 100 + m)
+}
+
+impl Store {
+    /// The checkpoint origin and verifier key name of this log.
+    pub fn audit_origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    /// The checkpoint verifier key, in C2SP note `vkey` form.
+    pub fn audit_public_key(&self) -> String {
+        self.signer.vkey()
+    }
+
+    /// A signed checkpoint covering every entry committed so far: the latest
+    /// one if the log has not grown since, else a new one — signed only after
+    /// checking the tree is consistent with the previous checkpoint.
+    pub async fn checkpoint(&self) -> Result<String, StoreError> {
+        let mut w = self.begin_write().await?;
+        let size = w.appender.seq();
+        let latest = sqlx::query("SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(w.conn())
+            .await?;
+        let root = w.appender.root()?;
+        if let Some(latest) = &latest {
+            let (old_size, old_root, note): (i64, Vec<u8>, String) =
+                (latest.try_get(0)?, latest.try_get(1)?, latest.try_get(2)?);
+            let old_root: Hash = old_root
+                .try_into()
+                .map_err(|_| corrupt("checkpoint root is not 32 bytes"))?;
+            if old_size as u64 == size {
+                if old_root != root {
+                    return Err(corrupt(format!(
+                        "the log no longer matches its checkpoint of size {size}"
+                    )));
+                }
+                return Ok(note);
+            }
+            let proof = self.consistency_in(&mut w, old_size as u64, size).await?;
+            merkle::verify_consistency(old_size as u64, size, &old_root, &root, &proof).map_err(|e| {
+                corrupt(format!(
+                    "refusing to sign: the log is not consistent with its checkpoint of size {old_size}: {e}"
+                ))
+            })?;
+        }
+        let note = self.signer.sign(&Checkpoint::new(self.audit_origin(), size, root));
+        sqlx::query("INSERT INTO audit_checkpoints (size, root, note, issued_on) VALUES ($1, $2, $3, $4)")
+            .bind(size as i64)
+            .bind(root.to_vec())
+            .bind(&note)
+            .bind(w.at)
+            .execute(w.conn())
+            .await?;
+        w.commit().await?;
+        Ok(note)
+    }
+
+    async fn consistency_in(&self, w: &mut super::WriteTx<'_>, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        let ids = merkle::consistency_nodes(old, new).map_err(corrupt)?;
+        let nodes = fetch_nodes(w.conn(), self.engine, &ids).await?;
+        merkle::assemble_consistency(old, new, &|id| nodes.get(&id).copied()).map_err(corrupt)
+    }
+
+    /// Whether the caller may read the audit log (its own entries at least):
+    /// checkpoints and proofs carry only hashes.
+    pub fn may_read_audit(&self, access: &Access) -> Result<(), StoreError> {
+        self.may_audit(access).map(|_| ())
+    }
+
+    fn may_audit(&self, access: &Access) -> Result<TenantId, StoreError> {
+        self.authorize(access, Permission::ReadOwnAudit)
+            .or_else(|_| self.authorize(access, Permission::ReadAudit))
+    }
+
+    /// The tree root at `size` (no larger than the log).
+    pub async fn tree_root(&self, access: &Access, size: u64) -> Result<Hash, StoreError> {
+        self.may_audit(access)?;
+        let mut conn = self.ledger.acquire().await?;
+        self.check_size(&mut conn, size).await?;
+        let ids = merkle::root_nodes(size).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
+        merkle::assemble_root(size, &|id| nodes.get(&id).copied()).map_err(corrupt)
+    }
+
+    /// The inclusion proof of leaf `index` (entry `index + 1`) in the tree of
+    /// `size` entries.
+    pub async fn inclusion_proof(
+        &self,
+        access: &Access,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), StoreError> {
+        self.may_audit(access)?;
+        let mut conn = self.ledger.acquire().await?;
+        self.check_size(&mut conn, size).await?;
+        let mut ids = merkle::inclusion_nodes(index, size).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        ids.push(merkle::NodeId::leaf(index));
+        let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
+        let proof = merkle::assemble_inclusion(index, size, &|id| nodes.get(&id).copied()).map_err(corrupt)?;
+        let leaf = nodes
+            .get(&merkle::NodeId::leaf(index))
+            .copied()
+            .ok_or_else(|| corrupt("leaf missing"))?;
+        Ok((leaf, proof))
+    }
+
+    /// The consistency proof between the trees of `old` and `new` entries.
+    pub async fn consistency_proof(&self, access: &Access, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        self.may_audit(access)?;
+        let mut conn = self.ledger.acquire().await?;
+        self.check_size(&mut conn, new).await?;
+        let ids = merkle::consistency_nodes(old, new).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
+        merkle::assemble_consistency(old, new, &|id| nodes.get(&id).copied()).map_err(corrupt)
+    }
+
+    async fn check_size(&self, conn: &mut sqlx::AnyConnection, size: u64) -> Result<(), StoreError> {
+        let head: i64 = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        if size > head as u64 {
+            return Err(StoreError::Invalid(format!(
+                "the log holds {head} entries; size {size} is beyond it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Entries from `from` (a sequence number) on. Auditors see all; a
+    /// platform sees the entries it made.
+    pub async fn audit_page(&self, access: &Access, from: u64, limit: u32) -> Result<Vec<EntryView>, StoreError> {
+        let own = match self.authorize(access, Permission::ReadAudit) {
+            Ok(_) => None,
+            Err(_) => Some(self.authorize(access, Permission::ReadOwnAudit)?.get()),
+        };
+        let rows = sqlx::query(
+            "SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= $1 AND ($2 = 0 OR tenant_id = $3) ORDER BY seq LIMIT $4",
+        )
+        .bind(from as i64)
+        .bind(i64::from(own.is_some()))
+        .bind(own.unwrap_or(0))
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.ledger)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let entry: Option<Vec<u8>> = row.try_get(1)?;
+                let decoded = entry.as_deref().map(AuditEntry::decode).transpose().map_err(corrupt)?;
+                Ok(EntryView {
+                    seq: row.try_get::<i64, _>(0)? as u64,
+                    leaf_hash: hex::encode(row.try_get::<Vec<u8>, _>(2)?),
+                    entry: entry.map(hex::encode),
+                    decoded: decoded.map(|e| e.to_json()),
+                })
+            })
+            .collect()
+    }
+
+    /// Reductions and points per tenant, kind and month (`YYYYMM` bounds,
+    /// inclusive). Auditors see every tenant; a platform its own.
+    pub async fn reductions(&self, access: &Access, from: i64, to: i64) -> Result<ReductionReport, StoreError> {
+        let own = match self.authorize(access, Permission::ReadReports) {
+            Ok(_) => None,
+            Err(_) => Some(self.authorize(access, Permission::ReadOwnReports)?.get()),
+        };
+        let rows = sqlx::query(
+            "SELECT tenant_id, kind, month, events, reduction_mg, points FROM reduction_totals \
+             WHERE month >= $1 AND month <= $2 AND ($3 = 0 OR tenant_id = $4) ORDER BY tenant_id, kind, month",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(own.is_some()))
+        .bind(own.unwrap_or(0))
+        .fetch_all(&self.ledger)
+        .await?;
+        let mut report = ReductionReport {
+            min_cell_events: MIN_CELL_EVENTS,
+            cells: Vec::new(),
+            suppressed: Vec::new(),
+        };
+        for row in rows {
+            let cell = ReportCell {
+                tenant: row.try_get(0)?,
+                kind: row.try_get(1)?,
+                month: month_label(row.try_get(2)?),
+                events: row.try_get(3)?,
+                reduction_g: Milligrams(row.try_get(4)?),
+                points: row.try_get(5)?,
+            };
+            if cell.events >= MIN_CELL_EVENTS {
+                report.cells.push(cell);
+                continue;
+            }
+            if report.suppressed.last().is_none_or(|s| s.tenant != cell.tenant) {
+                report.suppressed.push(SuppressedCells {
+                    tenant: cell.tenant,
+                    cells: 0,
+                    events: 0,
+                    reduction_g: Milligrams(0),
+                    points: 0,
+                });
+            }
+            let s = report.suppressed.last_mut().expect("pushed above");
+            s.cells += 1;
+            s.events += cell.events;
+            s.reduction_g.0 += cell.reduction_g.0;
+            s.points += cell.points;
+        }
+        Ok(report)
+    }
+
+    /// Writes what an auditor needs to verify the log offline into `dir`:
+    /// `entries.bin` (see docs/audit-format.md), every signed checkpoint as
+    /// `checkpoints/<size>.note` (a fresh one covering everything included),
+    /// and `public-key.vkey`. Returns the number of entries written.
+    pub async fn export_audit(&self, dir: &Path) -> Result<u64, StoreError> {
+        let io = |e: std::io::Error| StoreError::Config(format!("cannot write the export to {}: {e}", dir.display()));
+        self.checkpoint().await?;
+        std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
+        std::fs::write(dir.join("public-key.vkey"), format!("{}\n", self.audit_public_key())).map_err(io)?;
+        for row in sqlx::query("SELECT size, note FROM audit_checkpoints ORDER BY size")
+            .fetch_all(&self.ledger)
+            .await?
+        {
+            let (size, note): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+            std::fs::write(dir.join("checkpoints").join(format!("{size}.note")), note).map_err(io)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("entries.bin")).map_err(io)?);
+        let mut after = 0i64;
+        let mut written = 0u64;
+        loop {
+            let rows =
+                sqlx::query("SELECT seq, entry, leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000")
+                    .bind(after)
+                    .fetch_all(&self.ledger)
+                    .await?;
+            for row in &rows {
+                let (seq, entry, leaf): (i64, Option<Vec<u8>>, Vec<u8>) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                crate::audit::offline::write_record(&mut out, seq as u64, &leaf, entry.as_deref()).map_err(io)?;
+                after = seq;
+                written += 1;
+            }
+            if rows.len() < 10_000 {
+                break;
+            }
+        }
+        out.flush().map_err(io)?;
+        Ok(written)
+    }
+}
