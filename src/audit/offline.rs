@@ -2,13 +2,14 @@
 //! no secret — only the export and the public key it carries.
 //!
 //! `entries.bin` is a header (`CLAUDIT1`) and then, per entry:
-//! `seq: u64 | leaf_hash: [32] | present: u8 | (len: u32 | entry bytes)?`,
+//! `seq: u64 | leaf_hash: [32] | chain_hash: [32] | present: u8 | (len: u32 | entry bytes)?`,
 //! integers big-endian; `present` is 0 once retention emptied the entry.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
+use super::chain::{chain_hash, GENESIS};
 use super::checkpoint::{Checkpoint, NoteVerifier};
 use super::merkle::{leaf_hash, Frontier, Hash};
 use super::{Action, AuditEntry, VerifyError};
@@ -16,12 +17,13 @@ use super::{Action, AuditEntry, VerifyError};
 const MAGIC: &[u8; 8] = b"CLAUDIT1";
 
 /// Appends one entry to an export (the header is written before the first).
-pub fn write_record(out: &mut impl Write, seq: u64, leaf: &[u8], entry: Option<&[u8]>) -> io::Result<()> {
+pub fn write_record(out: &mut impl Write, seq: u64, leaf: &[u8], chain: &[u8], entry: Option<&[u8]>) -> io::Result<()> {
     if seq == 1 {
         out.write_all(MAGIC)?;
     }
     out.write_all(&seq.to_be_bytes())?;
     out.write_all(leaf)?;
+    out.write_all(chain)?;
     match entry {
         Some(bytes) => {
             out.write_all(&[1])?;
@@ -114,13 +116,18 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
         }
     };
     let mut tree = Frontier::default();
+    let mut chain = GENESIS;
     let mut erased = HashSet::new();
+    // Totals by (tenant, month), then kind: looked up by &str, so the hot
+    // loop allocates nothing for entries of a kind already seen.
+    let mut totals: HashMap<(i64, i64), HashMap<String, Totals>> = HashMap::new();
     let mut next_checkpoint = 0;
     while !rest.is_empty() {
         let expected = tree.size() + 1;
         let truncated = || bad(expected, "the export is truncated inside this entry");
         let (seq, after) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
         let (leaf, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
+        let (stored_chain, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
         let (present, mut after) = after.split_first().ok_or_else(truncated)?;
         let seq = u64::from_be_bytes(*seq);
         if seq != expected {
@@ -145,9 +152,16 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
             if entry.seq != seq {
                 return Err(bad(seq, format!("its contents claim position {}", entry.seq)));
             }
-            check_rules(&entry, &mut erased, &mut report)?;
+            check_rules(&entry, &mut erased, &mut totals)?;
         } else if *present != 0 {
             return Err(bad(seq, "malformed presence flag"));
+        }
+        chain = chain_hash(&chain, leaf);
+        if chain != *stored_chain {
+            return Err(bad(
+                seq,
+                "does not match the hash chain (it, or an entry before it, was altered, removed or inserted)",
+            ));
         }
         rest = after;
         tree.push(*leaf);
@@ -189,6 +203,10 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
         )));
     }
     report.entries = tree.size();
+    report.totals = totals
+        .into_iter()
+        .flat_map(|((tenant, month), kinds)| kinds.into_iter().map(move |(kind, t)| ((tenant, kind, month), t)))
+        .collect::<BTreeMap<_, _>>();
     Ok(report)
 }
 
@@ -196,7 +214,7 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
 fn check_rules(
     entry: &AuditEntry,
     erased: &mut HashSet<[u8; 16]>,
-    report: &mut OfflineReport,
+    totals: &mut HashMap<(i64, i64), HashMap<String, Totals>>,
 ) -> Result<(), OfflineError> {
     if let Some(subject) = entry.action.subject() {
         if erased.contains(subject.as_bytes()) {
@@ -218,10 +236,11 @@ fn check_rules(
             ..
         } => {
             let tenant = entry.actor.map_or(0, |t| t.get());
-            let totals = report
-                .totals
-                .entry((tenant, kind.clone(), i64::from(day.month())))
-                .or_default();
+            let kinds = totals.entry((tenant, i64::from(day.month()))).or_default();
+            let totals = match kinds.get_mut(kind.as_str()) {
+                Some(t) => t,
+                None => kinds.entry(kind.clone()).or_default(),
+            };
             totals.events += 1;
             totals.reduction_mg += reduction_mg;
             totals.points += points;

@@ -8,6 +8,7 @@ mod helpers;
 
 mod accounts;
 mod audit;
+mod auditing;
 mod cli;
 mod consent;
 mod events;
