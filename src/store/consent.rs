@@ -204,26 +204,8 @@ impl Store {
                 kinds: encoded,
             },
         );
-        let (records_deleted, points_kept) = match purpose {
-            Purpose::Accounting => {
-                self.purge_uncovered(&mut w, tenant, &ledger_ref, audit_ref, &kinds)
-                    .await?
-            }
-            _ => (0, 0),
-        };
-        let seq = w.appender_seq();
-        w.commit().await?;
-        if records_deleted > 0 {
-            self.flush_deleted_pages().await?;
-        }
-        Ok(ConsentChange {
-            purpose,
-            granted: true,
-            changed: true,
-            records_deleted,
-            points_kept,
-            audit_seq: Some(seq),
-        })
+        self.finish_change(w, tenant, &ledger_ref, audit_ref, purpose, &kinds, true)
+            .await
     }
 
     /// Withdraws consent to `purpose`, at once: nothing new is processed
@@ -272,13 +254,31 @@ impl Store {
                 kinds,
             },
         );
+        // Nothing of any kind is covered any more.
+        let kept = Kinds::Only(BTreeSet::new());
+        self.finish_change(w, tenant, &ledger_ref, audit_ref, purpose, &kept, false)
+            .await
+    }
+
+    /// Ends a grant or withdrawal: under `accounting`, deletes the records
+    /// of kinds no longer covered (points earned stay the person's; the
+    /// other purposes hold no data of their own yet), then commits.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_change(
+        &self,
+        mut w: WriteTx<'_>,
+        tenant: TenantId,
+        ledger_ref: &SubjectRef,
+        audit_ref: AuditRef,
+        purpose: Purpose,
+        covered: &Kinds,
+        granted: bool,
+    ) -> Result<ConsentChange, StoreError> {
         let (records_deleted, points_kept) = match purpose {
             Purpose::Accounting => {
-                self.purge_uncovered(&mut w, tenant, &ledger_ref, audit_ref, &Kinds::Only(BTreeSet::new()))
+                self.purge_uncovered(&mut w, tenant, ledger_ref, audit_ref, covered)
                     .await?
             }
-            // Points earned stay the person's; the other purposes hold no
-            // data of their own yet.
             _ => (0, 0),
         };
         let seq = w.appender_seq();
@@ -288,7 +288,7 @@ impl Store {
         }
         Ok(ConsentChange {
             purpose,
-            granted: false,
+            granted,
             changed: true,
             records_deleted,
             points_kept,

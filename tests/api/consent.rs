@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use crate::helpers::{batch, event, Backend, TestApp};
+use crate::helpers::{batch, event, TestApp};
 
 async fn count(app: &TestApp, table: &str) -> i64 {
     let db = app.raw_ledger().await;
@@ -22,39 +22,6 @@ async fn count(app: &TestApp, table: &str) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-/// Everything stored, as bytes: the SQLite files (checkpointed) or every
-/// PostgreSQL table in both schemas rendered as text.
-async fn stored_bytes(app: &TestApp) -> Vec<u8> {
-    match app.backend {
-        Backend::Sqlite => ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"]
-            .iter()
-            .flat_map(|f| std::fs::read(app.dir.path().join(f)).unwrap_or_default())
-            .collect(),
-        Backend::Postgres => {
-            let db = app.raw_ledger().await;
-            let tables = sqlx::query(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-                 WHERE table_schema IN ('public', 'keystore')",
-            )
-            .fetch_all(&db)
-            .await
-            .unwrap();
-            let mut dump = Vec::new();
-            for t in tables {
-                let table: String = t.get(0);
-                for row in sqlx::query(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
-                    .fetch_all(&db)
-                    .await
-                    .unwrap()
-                {
-                    dump.extend_from_slice(row.get::<String, _>(0).as_bytes());
-                }
-            }
-            dump
-        }
-    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -122,7 +89,7 @@ async fn an_event_without_consent_leaves_no_trace(app: TestApp) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.store.verify_audit(&[]).await.unwrap().unwrap();
 
-    let bytes = stored_bytes(&app).await;
+    let bytes = app.stored_bytes().await;
     let pseudonym = pseudonym_of(&app, subject);
     assert!(
         !contains(&bytes, &pseudonym),
@@ -135,7 +102,7 @@ async fn an_event_without_consent_leaves_no_trace(app: TestApp) {
     // A control: a consenting subject's pseudonym is found by the same search.
     app.enroll("dave").await;
     app.store.close().await;
-    let bytes = stored_bytes(&app).await;
+    let bytes = app.stored_bytes().await;
     assert!(
         contains(&bytes, &pseudonym_of(&app, "dave"))
             || contains(&bytes, hex::encode(pseudonym_of(&app, "dave")).as_bytes())

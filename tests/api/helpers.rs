@@ -272,6 +272,40 @@ impl TestApp {
         AnyPool::connect(&self.database_url).await.unwrap()
     }
 
+    /// Everything stored, as bytes: the SQLite files (databases and WAL), or
+    /// every table of both PostgreSQL schemas rendered as text (bytea as hex).
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        match self.backend {
+            Backend::Sqlite => ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"]
+                .iter()
+                .flat_map(|f| std::fs::read(self.dir.path().join(f)).unwrap_or_default())
+                .collect(),
+            Backend::Postgres => {
+                let db = self.raw_ledger().await;
+                let tables = sqlx::query(
+                    "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+                     WHERE table_schema IN ('public', 'keystore')",
+                )
+                .fetch_all(&db)
+                .await
+                .unwrap();
+                assert!(tables.len() >= 8, "the dump finds the tables");
+                let mut dump = Vec::new();
+                for t in tables {
+                    let table: String = sqlx::Row::get(&t, 0);
+                    for row in sqlx::query(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
+                        .fetch_all(&db)
+                        .await
+                        .unwrap()
+                    {
+                        dump.extend_from_slice(sqlx::Row::get::<String, _>(&row, 0).as_bytes());
+                    }
+                }
+                dump
+            }
+        }
+    }
+
     /// A direct connection to the key store, and its table's name there.
     pub async fn raw_keys(&self) -> (AnyPool, &'static str) {
         match self.backend {

@@ -262,39 +262,8 @@ async fn database_holds_no_subject_id_or_refused_value(app: TestApp) {
     let (status, _) = app.post_enrolled(&revealing_events()).await;
     assert_eq!(status, StatusCode::OK);
     app.get(&format!("/v1/subjects/{SUBJECT}/records")).await;
-    let db = app.raw_ledger().await;
-    let dump = match app.backend {
-        Backend::Sqlite => {
-            let path = app.dir.path().join("ledger.db");
-            [
-                read_all(&path),
-                read_all(&path.with_extension("db-wal")),
-                read_all(&app.dir.path().join("keys.db")),
-                read_all(&app.dir.path().join("keys.db-wal")),
-            ]
-            .concat()
-        }
-        Backend::Postgres => {
-            let tables = sqlx::query("SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ('public', 'keystore')")
-                .fetch_all(&db)
-                .await
-                .unwrap();
-            assert!(tables.len() >= 8);
-            let mut dump = Vec::new();
-            for t in tables {
-                let table: String = t.get(0);
-                for row in sqlx::query(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
-                    .fetch_all(&db)
-                    .await
-                    .unwrap()
-                {
-                    dump.extend_from_slice(row.get::<String, _>(0).as_bytes());
-                }
-            }
-            assert!(dump.windows(6).any(|w| w == b"luzhou"), "the dump reads the tables");
-            dump
-        }
-    };
+    let dump = app.stored_bytes().await;
+    assert!(dump.windows(6).any(|w| w == b"luzhou"), "the dump reads the tables");
     assert_absent("the database", &dump);
 }
 
