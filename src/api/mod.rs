@@ -108,3 +108,33 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
         Err(e) => ApiError::Internal(format!("response serialization: {e}")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    /// A panic in a handler reaches the client as a 500 problem document,
+    /// not as a dropped connection.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_with_a_problem() {
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .layer(middleware::from_fn(catch_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let response = reqwest::get(format!("http://{addr}/boom")).await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["type"], "urn:carbon-ledger:problem:internal");
+        assert!(
+            !body.to_string().contains("a bug"),
+            "the panic message stays in the server"
+        );
+    }
+}
