@@ -130,6 +130,10 @@ pub enum AuditCommand {
         /// short and re-signed); repeatable.
         #[arg(long, value_name = "FILE")]
         checkpoint: Vec<PathBuf>,
+        /// With --from: the verifier key you hold (a file with the vkey),
+        /// instead of trusting the one in the export.
+        #[arg(long, value_name = "FILE", requires = "from")]
+        public_key: Option<PathBuf>,
     },
     /// Write the log, every signed checkpoint and the public key to a
     /// directory, for offline verification.
@@ -213,6 +217,13 @@ impl Cli {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+fn read_all(files: &[PathBuf]) -> Result<Vec<String>, String> {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display())))
+        .collect()
 }
 
 /// Runs a parsed command line.
@@ -318,19 +329,32 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             store.close().await;
         }
         Command::Audit {
-            command: AuditCommand::Verify {
-                from: Some(dir),
-                checkpoint,
-            },
+            command:
+                AuditCommand::Verify {
+                    from: Some(dir),
+                    checkpoint,
+                    public_key,
+                },
         } => {
-            // Checkpoints the auditor kept join the exported ones.
-            for (i, file) in checkpoint.iter().enumerate() {
-                std::fs::copy(file, dir.join("checkpoints").join(format!("kept-{i}.note")))
-                    .map_err(|e| format!("cannot use {}: {e}", file.display()))?;
+            let kept = read_all(checkpoint)?;
+            let pinned = public_key
+                .as_ref()
+                .map(|file| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display())))
+                .transpose()?;
+            if pinned.is_none() {
+                eprintln!(
+                    "note: trusting the public key shipped in the export; pin the one you hold with --public-key"
+                );
             }
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            match crate::audit::offline::verify_dir(dir, progress) {
+            match crate::audit::offline::verify_dir(dir, pinned.as_deref(), &kept, progress) {
                 Ok(report) => {
+                    if report.emptied > 0 {
+                        println!(
+                            "note: the oldest {} entries were emptied by retention; the totals cover the rest",
+                            report.emptied
+                        );
+                    }
                     println!(
                         "audit export verified: {} entries, {} signed checkpoints; totals from the log:",
                         report.entries, report.checkpoints
@@ -382,12 +406,11 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             store.close().await;
         }
         Command::Audit {
-            command: AuditCommand::Verify { from: None, checkpoint },
+            command: AuditCommand::Verify {
+                from: None, checkpoint, ..
+            },
         } => {
-            let mut kept = Vec::new();
-            for file in checkpoint {
-                kept.push(std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?);
-            }
+            let kept = read_all(checkpoint)?;
             let store = cli.store(false).await?;
             let check = store.verify_audit(&kept).await.map_err(|e| e.to_string())?;
             store.close().await;

@@ -41,6 +41,8 @@ pub struct VerifyError {
 pub struct ChainVerifier {
     next_seq: u64,
     prev: [u8; 32],
+    /// Whether a readable entry was seen: retention empties only a prefix.
+    seen_readable: bool,
 }
 
 impl Default for ChainVerifier {
@@ -48,6 +50,7 @@ impl Default for ChainVerifier {
         Self {
             next_seq: 1,
             prev: GENESIS,
+            seen_readable: false,
         }
     }
 }
@@ -84,7 +87,13 @@ impl ChainVerifier {
                 if leaf.as_slice() != stored_leaf {
                     return Err(fail("contents do not match their leaf hash (altered)".into()));
                 }
+                self.seen_readable = true;
                 (leaf, Some(entry))
+            }
+            None if self.seen_readable => {
+                return Err(fail(
+                    "emptied out of turn: retention empties only the oldest entries".into(),
+                ));
             }
             None => {
                 let leaf: [u8; 32] = stored_leaf
@@ -176,6 +185,10 @@ mod tests {
         let rows = stored();
         let head = (rows.len() as i64, rows.last().unwrap().3);
         assert!(verify_pruned(&rows, 3, head).is_ok());
+        // Only a prefix may be emptied.
+        let mut v = ChainVerifier::default();
+        v.push(rows[0].0, Some(&rows[0].1), &rows[0].2, &rows[0].3).unwrap();
+        assert_eq!(v.push(rows[1].0, None, &rows[1].2, &rows[1].3).unwrap_err().seq, 2);
         let mut bad = rows.clone();
         bad[1].2[0] ^= 1; // a pruned entry's leaf hash
         assert_eq!(verify_pruned(&bad, 3, head).unwrap_err().seq, 2);

@@ -45,6 +45,8 @@ pub struct Totals {
 #[derive(Debug, Default)]
 pub struct OfflineReport {
     pub entries: u64,
+    /// The oldest entries, emptied by retention: the totals do not cover them.
+    pub emptied: u64,
     pub checkpoints: usize,
     /// Keyed by (tenant, kind, month as `YYYYMM`).
     pub totals: BTreeMap<(i64, String, i64), Totals>,
@@ -65,16 +67,32 @@ fn bad(seq: u64, reason: impl Into<String>) -> OfflineError {
     })
 }
 
-/// Verifies the export in `dir`; `progress` shows a bar on a terminal.
-pub fn verify_dir(dir: &Path, progress: bool) -> Result<OfflineReport, OfflineError> {
+/// Verifies the export in `dir` against `pinned`, the verifier key the
+/// auditor holds (without it, the key shipped in the export is trusted),
+/// and also against `kept`, signed checkpoints the auditor saved earlier.
+/// `progress` shows a bar on a terminal.
+pub fn verify_dir(
+    dir: &Path,
+    pinned: Option<&str>,
+    kept: &[String],
+    progress: bool,
+) -> Result<OfflineReport, OfflineError> {
     let read = |name: &str| {
         std::fs::read(dir.join(name))
             .map_err(|e| OfflineError::Export(format!("cannot read {name} in {}: {e}", dir.display())))
     };
     let vkey = String::from_utf8(read("public-key.vkey")?)
         .map_err(|_| OfflineError::Export("public-key.vkey is not text".into()))?;
-    let verifier =
-        NoteVerifier::from_vkey(vkey.trim()).map_err(|e| OfflineError::Export(format!("public-key.vkey: {e}")))?;
+    let vkey = match pinned {
+        Some(pinned) if pinned.trim() != vkey.trim() => {
+            return Err(OfflineError::Export(
+                "the export's public key is not the one you pinned: it was signed by another key".into(),
+            ))
+        }
+        Some(pinned) => pinned.trim().to_owned(),
+        None => vkey.trim().to_owned(),
+    };
+    let verifier = NoteVerifier::from_vkey(&vkey).map_err(|e| OfflineError::Export(format!("public key: {e}")))?;
     let mut checkpoints = Vec::new();
     let listing = std::fs::read_dir(dir.join("checkpoints"))
         .map_err(|e| OfflineError::Export(format!("cannot list checkpoints/: {e}")))?;
@@ -85,6 +103,12 @@ pub fn verify_dir(dir: &Path, progress: bool) -> Result<OfflineReport, OfflineEr
         let cp = verifier
             .verify(&note, verifier.name())
             .map_err(|e| OfflineError::Export(format!("checkpoint {} does not verify: {e}", path.display())))?;
+        checkpoints.push(cp);
+    }
+    for note in kept {
+        let cp = verifier
+            .verify(note, verifier.name())
+            .map_err(|e| OfflineError::Export(format!("a kept checkpoint does not verify: {e}")))?;
         checkpoints.push(cp);
     }
     checkpoints.sort_by_key(|cp| cp.size);
@@ -122,6 +146,12 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
     // loop allocates nothing for entries of a kind already seen.
     let mut totals: HashMap<(i64, i64), HashMap<String, Totals>> = HashMap::new();
     let mut next_checkpoint = 0;
+    while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == 0) {
+        if cp.root != tree.root() {
+            return Err(bad(1, "a signed checkpoint of the empty log has a wrong root"));
+        }
+        next_checkpoint += 1;
+    }
     while !rest.is_empty() {
         let expected = tree.size() + 1;
         let truncated = || bad(expected, "the export is truncated inside this entry");
@@ -155,6 +185,13 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
             check_rules(&entry, &mut erased, &mut totals)?;
         } else if *present != 0 {
             return Err(bad(seq, "malformed presence flag"));
+        } else if report.emptied + 1 != seq {
+            return Err(bad(
+                seq,
+                "emptied out of turn: retention empties only the oldest entries",
+            ));
+        } else {
+            report.emptied += 1;
         }
         chain = chain_hash(&chain, leaf);
         if chain != *stored_chain {
@@ -255,4 +292,58 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
     let mut tree = Frontier::default();
     leaves.iter().for_each(|l| tree.push(*l));
     tree.root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::{chain_hash, GENESIS};
+    use crate::audit::checkpoint::NoteSigner;
+    use crate::audit::Action;
+
+    /// An export of `n` entries, the ones in `emptied` written as emptied,
+    /// with a checkpoint over all of them.
+    fn export(n: u64, emptied: &[u64]) -> (Vec<u8>, Vec<Checkpoint>) {
+        let (mut bytes, mut chain, mut tree) = (Vec::new(), GENESIS, Frontier::default());
+        for seq in 1..=n {
+            let entry = AuditEntry {
+                seq,
+                at: 0,
+                actor: None,
+                action: Action::KeysReshredded { keys: 1 },
+            }
+            .encode();
+            let leaf = leaf_hash(&entry);
+            chain = chain_hash(&chain, &leaf);
+            tree.push(leaf);
+            let body = (!emptied.contains(&seq)).then_some(entry.as_slice());
+            write_record(&mut bytes, seq, &leaf, &chain, body).unwrap();
+        }
+        let signer = NoteSigner::from_seed("test/audit", &[1; 32]);
+        let cp = signer
+            .verifier()
+            .verify(
+                &signer.sign(&Checkpoint::new("test/audit", n, tree.root())),
+                "test/audit",
+            )
+            .unwrap();
+        (bytes, vec![cp])
+    }
+
+    #[test]
+    fn only_the_oldest_entries_may_be_emptied() {
+        let (bytes, cps) = export(6, &[1, 2]);
+        assert_eq!(verify_entries(&bytes, &cps, false).unwrap().emptied, 2);
+        let (bytes, cps) = export(6, &[1, 4]);
+        let Err(OfflineError::Entry(e)) = verify_entries(&bytes, &cps, false) else {
+            panic!("accepted")
+        };
+        assert_eq!(e.seq, 4);
+    }
+
+    #[test]
+    fn an_export_no_checkpoint_covers_is_refused() {
+        let (bytes, _) = export(3, &[]);
+        assert!(verify_entries(&bytes, &[], false).is_err());
+    }
 }

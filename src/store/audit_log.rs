@@ -187,10 +187,15 @@ pub(super) async fn fetch_nodes(
 /// Empties the entries appended before `cutoff` (Unix seconds), keeping
 /// their hashes so the chain and the tree still verify. Returns how many.
 pub(super) async fn prune_before(conn: &mut AnyConnection, cutoff: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("UPDATE audit_log SET entry = NULL, subject_ref = NULL WHERE at < $1 AND entry IS NOT NULL")
-        .bind(cutoff)
-        .execute(&mut *conn)
-        .await?;
+    // By sequence, up to the last expired entry: the emptied part stays a
+    // prefix of the log even if the clock ever stepped back.
+    let done = sqlx::query(
+        "UPDATE audit_log SET entry = NULL, subject_ref = NULL \
+         WHERE seq <= (SELECT MAX(seq) FROM audit_log WHERE at < $1) AND entry IS NOT NULL",
+    )
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -248,6 +253,16 @@ pub(super) async fn verify(
     let mut chain = ChainVerifier::default();
     let mut tree = Frontier::default();
     let mut next_checkpoint = 0;
+    // Checkpoints of the empty log, if any, are checked before the first entry.
+    while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == 0) {
+        if cp.root != tree.root() {
+            return Ok(Err(VerifyError {
+                seq: 1,
+                reason: "a signed checkpoint of the empty log has a wrong root".into(),
+            }));
+        }
+        next_checkpoint += 1;
+    }
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(

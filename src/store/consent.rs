@@ -175,11 +175,16 @@ impl Store {
             }
         }
         let lookup = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_or_create(&lookup, self.today_start()).await?;
-        let keys = self.root.subject_keys(&salt, CURRENT_KEY_VERSION);
+        let key = self.key_or_create(&lookup, self.today_start()).await?;
+        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
         let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
 
         let mut w = self.begin_write().await?;
+        if self.ensure_not_erased(&mut w, &key.key_id).await.is_err() {
+            return Err(StoreError::Conflict(
+                "this person was erased a moment ago; ask again to open a new account".into(),
+            ));
+        }
         let encoded = kinds.encode();
         sqlx::query(
             "INSERT INTO consents (tenant_id, subject, purpose, notice_version, kinds, granted_at) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -218,10 +223,11 @@ impl Store {
         purpose: Purpose,
     ) -> Result<ConsentChange, StoreError> {
         let tenant = self.authorize(access, Permission::ManageConsents)?;
-        let keys = self.known_subject(tenant, subject).await?;
+        let (keys, key_id) = self.known_subject(tenant, subject).await?;
         let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
 
         let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
         let removed = sqlx::query(
             "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
         )
@@ -284,7 +290,7 @@ impl Store {
         let seq = w.appender_seq();
         w.commit().await?;
         if records_deleted > 0 {
-            self.flush_deleted_pages().await?;
+            self.flush_deleted_pages().await;
         }
         Ok(ConsentChange {
             purpose,
@@ -322,6 +328,13 @@ impl Store {
         let (ledger_entries, points): (i64, i64) = (sums.try_get(0)?, sums.try_get(1)?);
         let delete_lines = format!("DELETE {lines}");
         bound(&delete_lines, tenant, subject, kept).execute(w.conn()).await?;
+        // The retry keys of those records go with them: they carry each
+        // event's figures.
+        let delete_keys = format!(
+            "DELETE FROM idempotency_keys WHERE record_id IN \
+             (SELECT record_id FROM records WHERE tenant_id = {t} AND subject = {s}{filter})"
+        );
+        bound(&delete_keys, tenant, subject, kept).execute(w.conn()).await?;
         let delete_records = format!("DELETE FROM records WHERE tenant_id = {t} AND subject = {s}{filter}");
         let records = bound(&delete_records, tenant, subject, kept)
             .execute(w.conn())
@@ -359,8 +372,9 @@ impl Store {
     /// The subject's consents in force (an audited read).
     pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<ConsentView>, StoreError> {
         let tenant = self.authorize(access, Permission::ReadConsents)?;
-        let keys = self.known_subject(tenant, subject).await?;
+        let (keys, key_id) = self.known_subject(tenant, subject).await?;
         let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
         let views = self.consent_views(&mut w, tenant, &keys.ledger_ref).await?;
         let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
         w.append(

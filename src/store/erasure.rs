@@ -4,13 +4,13 @@
 //! else, so an interrupted erasure is finished by the start-up check, and a
 //! key store restored from an older backup can be re-shredded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
 use sqlx::Row;
 
 use super::sql::Params;
-use super::{Access, Store, StoreError};
+use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ErasureCounts};
 use crate::crypto::{SubjectRef, SubjectSalt, CURRENT_KEY_VERSION};
 use crate::domain::{Day, SubjectId};
@@ -35,6 +35,42 @@ pub struct ErasureReceipt {
 }
 
 impl Store {
+    /// The ones of `key_ids` the tombstone list names. Checked inside a
+    /// write transaction, this is race-free against an erasure: its
+    /// tombstone is committed before its key goes, and its purge waits for
+    /// the write lock, so whatever a transaction writes either sees the
+    /// tombstone or is purged after it.
+    pub(super) async fn erased_among(
+        &self,
+        w: &mut WriteTx<'_>,
+        key_ids: &[&[u8]],
+    ) -> Result<HashSet<Vec<u8>>, StoreError> {
+        let mut out = HashSet::new();
+        for chunk in key_ids.chunks(1000) {
+            let sql = format!(
+                "SELECT key_id FROM erasures WHERE key_id IN ({})",
+                Params::new(self.engine).list(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for id in chunk {
+                q = q.bind(id.to_vec());
+            }
+            for row in q.fetch_all(w.conn()).await? {
+                out.insert(row.try_get(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `SubjectNotFound` if the subject's key was erased meanwhile.
+    pub(super) async fn ensure_not_erased(&self, w: &mut WriteTx<'_>, key_id: &[u8]) -> Result<(), StoreError> {
+        if self.erased_among(w, &[key_id]).await?.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::SubjectNotFound)
+        }
+    }
+
     /// Erases everything held on the subject. Their audit entries stay, and
     /// still verify; without the salt their audit reference ties them to
     /// nobody. The same id coming back later is a new person.
@@ -97,7 +133,7 @@ impl Store {
             },
         );
         w.commit().await?;
-        self.flush_deleted_pages().await?;
+        self.flush_deleted_pages().await;
         let erased_on = Day::from_days(today.div_euclid(86_400))
             .map(|d| d.to_string())
             .unwrap_or_default();
@@ -198,7 +234,7 @@ impl Store {
         }
         w.append(None, Action::OrphansPurged { rows });
         w.commit().await?;
-        self.flush_deleted_pages().await?;
+        self.flush_deleted_pages().await;
         Ok(rows)
     }
 }

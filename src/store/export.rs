@@ -121,9 +121,10 @@ fn factor_of(m: &Methodology, kind: &str, variant: Option<&str>) -> Option<Facto
 impl Store {
     pub async fn export(&self, access: &Access, subject: &SubjectId) -> Result<Export, StoreError> {
         let tenant = self.authorize(access, Permission::ExportSubjects)?;
-        let keys = self.known_subject(tenant, subject).await?;
+        let (keys, key_id) = self.known_subject(tenant, subject).await?;
         let (t, s) = (tenant.get(), keys.ledger_ref.as_bytes().to_vec());
         let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
 
         let name: String = sqlx::query("SELECT name FROM tenants WHERE id = $1")
             .bind(t)
@@ -133,10 +134,12 @@ impl Store {
         let consents = self.consent_views(&mut w, tenant, &keys.ledger_ref).await?;
         let consent_history = sqlx::query(
             "SELECT purpose, action, notice_version, kinds, at FROM consent_history \
-             WHERE tenant_id = $1 AND subject = $2 ORDER BY id",
+             WHERE tenant_id = $1 AND subject = $2 AND (at >= $3 OR (action = 'grant' AND id IN \
+             (SELECT MAX(id) FROM consent_history GROUP BY tenant_id, subject, purpose))) ORDER BY id",
         )
         .bind(t)
         .bind(s.clone())
+        .bind(self.cutoffs().consent_history_at)
         .fetch_all(w.conn())
         .await?
         .iter()
@@ -226,19 +229,21 @@ impl Store {
             })
             .collect();
 
-        let audit_entries =
-            sqlx::query("SELECT entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL ORDER BY seq")
-                .bind(keys.audit_ref.as_bytes().to_vec())
-                .fetch_all(w.conn())
-                .await?
-                .iter()
-                .map(|row| {
-                    let bytes: Vec<u8> = row.try_get(0)?;
-                    Ok(AuditEntry::decode(&bytes)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                        .to_json())
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+        let audit_entries = sqlx::query(
+            "SELECT entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL AND at >= $2 ORDER BY seq",
+        )
+        .bind(keys.audit_ref.as_bytes().to_vec())
+        .bind(self.cutoffs().audit_at)
+        .fetch_all(w.conn())
+        .await?
+        .iter()
+        .map(|row| {
+            let bytes: Vec<u8> = row.try_get(0)?;
+            Ok(AuditEntry::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .to_json())
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
 
         let policies = &self.policies;
         let processing = Processing {

@@ -148,16 +148,21 @@ impl Store {
         let lookups: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
         // Only consent creates a subject's salt: a subject without one has
         // consented to nothing. Keys are derived once per subject and batch.
-        let salts = self.existing_salts(&lookups).await?;
-        let subjects: HashMap<Pseudonym, SubjectKeys> = salts
-            .iter()
-            .map(|(p, salt)| (*p, self.root.subject_keys(salt, CURRENT_KEY_VERSION)))
-            .collect();
-        let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
+        let stored = self.existing_keys(&lookups).await?;
         let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
         let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
 
         let mut w = self.begin_write().await?;
+        // A subject erased since their key was read is refused like one who
+        // never consented (see `erased_among`).
+        let key_ids: Vec<&[u8]> = stored.values().map(|k| k.key_id.as_slice()).collect();
+        let erased = self.erased_among(&mut w, &key_ids).await?;
+        let subjects: HashMap<Pseudonym, SubjectKeys> = stored
+            .iter()
+            .filter(|(_, k)| !erased.contains(&k.key_id))
+            .map(|(p, k)| (*p, self.root.subject_keys(&k.salt, CURRENT_KEY_VERSION)))
+            .collect();
+        let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
         let consents = self.consent_state(&mut w, tenant, &refs).await?;
         let mut seen = self.known_receipts(&mut w, tenant.get(), &items).await?;
         let mut usage = self.usage(&mut w, tenant.get(), &refs, first, last).await?;
@@ -176,6 +181,12 @@ impl Store {
                 continue;
             };
             let subject = keys_of_subject.ledger_ref;
+            // Consent first: a retry after a withdrawal is refused, not
+            // answered with what was deleted.
+            if !consents.allows(self, &subject, Purpose::Accounting, record.kind()) {
+                outcomes.push(refused());
+                continue;
+            }
             let fingerprint = self.pseudonyms.event_fingerprint(&subject, &record.encode());
             if let Some((receipt, earlier)) = seen.get(&event_key) {
                 outcomes.push(if *earlier == fingerprint {
@@ -183,10 +194,6 @@ impl Store {
                 } else {
                     IngestOutcome::EventIdReused
                 });
-                continue;
-            }
-            if !consents.allows(self, &subject, Purpose::Accounting, record.kind()) {
-                outcomes.push(refused());
                 continue;
             }
             let day_key = (subject, record.day(), record.kind().to_owned());

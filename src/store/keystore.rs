@@ -10,22 +10,28 @@ use super::sql::Params;
 use super::{Store, StoreError};
 use crate::crypto::{random_bytes, Pseudonym, SubjectSalt, CURRENT_KEY_VERSION};
 
+/// A subject's key: the random id tombstones name it by, and the salt.
+pub(super) struct StoredKey {
+    pub key_id: Vec<u8>,
+    pub salt: SubjectSalt,
+}
+
 impl Store {
-    /// The salt of one subject, if they have one.
-    pub(super) async fn salt_of(&self, subject: &Pseudonym) -> Result<Option<SubjectSalt>, StoreError> {
-        let row = sqlx::query("SELECT salt FROM subject_keys WHERE subject = $1")
+    /// The key of one subject, if they have one.
+    pub(super) async fn key_of(&self, subject: &Pseudonym) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query("SELECT key_id, salt FROM subject_keys WHERE subject = $1")
             .bind(subject.as_bytes().to_vec())
             .fetch_optional(&self.keys)
             .await?;
-        row.map(|row| salt_from(&row.try_get::<Vec<u8>, _>(0)?)).transpose()
+        row.map(|row| stored_key(&row)).transpose()
     }
 
-    /// The subject's salt, created if missing. Committed in the key store
+    /// The subject's key, created if missing. Committed in the key store
     /// before anything is written under it, so a crash in between leaves an
     /// unused salt, never data without its key.
-    pub(super) async fn salt_or_create(&self, subject: &Pseudonym, now: i64) -> Result<SubjectSalt, StoreError> {
-        if let Some(salt) = self.salt_of(subject).await? {
-            return Ok(salt);
+    pub(super) async fn key_or_create(&self, subject: &Pseudonym, now: i64) -> Result<StoredKey, StoreError> {
+        if let Some(key) = self.key_of(subject).await? {
+            return Ok(key);
         }
         // A concurrent request may create it first: keep theirs.
         let salt = SubjectSalt::generate();
@@ -41,21 +47,21 @@ impl Store {
         .bind(now)
         .execute(&self.keys)
         .await?;
-        self.salt_of(subject)
+        self.key_of(subject)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("a subject salt vanished while being created".into()))
+            .ok_or_else(|| StoreError::Corrupt("a subject key vanished while being created".into()))
     }
 
-    /// The salts of those of `subjects` that have one.
-    pub(super) async fn existing_salts(
+    /// The keys of those of `subjects` that have one.
+    pub(super) async fn existing_keys(
         &self,
         subjects: &BTreeSet<Pseudonym>,
-    ) -> Result<HashMap<Pseudonym, SubjectSalt>, StoreError> {
+    ) -> Result<HashMap<Pseudonym, StoredKey>, StoreError> {
         let mut out = HashMap::with_capacity(subjects.len());
         let list: Vec<&Pseudonym> = subjects.iter().collect();
         for chunk in list.chunks(1000) {
             let sql = format!(
-                "SELECT subject, salt FROM subject_keys WHERE subject IN ({})",
+                "SELECT subject, key_id, salt FROM subject_keys WHERE subject IN ({})",
                 Params::new(self.engine).list(chunk.len())
             );
             let mut q = sqlx::query(&sql).persistent(false);
@@ -66,13 +72,21 @@ impl Store {
                 let subject: Vec<u8> = row.try_get(0)?;
                 let subject = Pseudonym::from_stored(&subject)
                     .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-                out.insert(subject, salt_from(&row.try_get::<Vec<u8>, _>(1)?)?);
+                let key_id: Vec<u8> = row.try_get(1)?;
+                let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(2)?)
+                    .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
+                out.insert(subject, StoredKey { key_id, salt });
             }
         }
         Ok(out)
     }
 }
 
-fn salt_from(bytes: &[u8]) -> Result<SubjectSalt, StoreError> {
-    SubjectSalt::from_slice(bytes).ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))
+fn stored_key(row: &sqlx::any::AnyRow) -> Result<StoredKey, StoreError> {
+    let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(1)?)
+        .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
+    Ok(StoredKey {
+        key_id: row.try_get(0)?,
+        salt,
+    })
 }

@@ -201,6 +201,7 @@ impl Store {
             write_lock: tokio::sync::Mutex::new(()),
         };
         store.check_root_key().await?;
+        store.check_key_store_pair().await?;
         Ok(store)
     }
 
@@ -253,6 +254,44 @@ impl Store {
             return Err(StoreError::WrongRootKey { found, expected });
         }
         Ok(())
+    }
+
+    /// The ledger and the key store name each other by a random id, written
+    /// to both on first use. Opening a ledger with another key store — or an
+    /// empty one, say a forgotten `--key-store` — is refused: the orphan
+    /// purge would otherwise read every subject as erased.
+    async fn check_key_store_pair(&self) -> Result<(), StoreError> {
+        let read = |pool: &AnyPool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT value FROM meta WHERE name = 'key_store_pair'")
+                    .fetch_optional(&pool)
+                    .await?
+                    .map(|row| row.try_get::<String, _>(0))
+                    .transpose()
+            }
+        };
+        let (ledger, keys) = (read(&self.ledger).await?, read(&self.keys).await?);
+        match (ledger, keys) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            (None, None) => {
+                let id = hex::encode(crate::crypto::random_bytes::<16>());
+                let write = "INSERT INTO meta (name, value) VALUES ('key_store_pair', $1)";
+                sqlx::query(write).bind(&id).execute(&self.keys).await?;
+                sqlx::query(write).bind(&id).execute(&self.ledger).await?;
+                Ok(())
+            }
+            (Some(_), None) => Err(StoreError::Config(
+                "the key store is new or empty but this ledger has one of its own: point --key-store \
+                 (CARBON_LEDGER_KEY_STORE_URL) at it, or restore it, before starting"
+                    .into(),
+            )),
+            _ => Err(StoreError::Config(
+                "the key store belongs to another ledger database: point --key-store (CARBON_LEDGER_KEY_STORE_URL) \
+                 at this ledger's key store"
+                    .into(),
+            )),
+        }
     }
 
     /// Begins a write transaction and locks the audit head.

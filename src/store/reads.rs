@@ -78,25 +78,39 @@ fn totals_sql(group: &str, behaviours_only: bool) -> String {
 
 impl Store {
     /// The keys of a subject this tenant holds data on, or `SubjectNotFound`.
-    pub(super) async fn known_subject(&self, tenant: TenantId, subject: &SubjectId) -> Result<SubjectKeys, StoreError> {
+    /// Returns the derived keys and the key's id, which the caller checks
+    /// against the tombstone list inside its write transaction.
+    pub(super) async fn known_subject(
+        &self,
+        tenant: TenantId,
+        subject: &SubjectId,
+    ) -> Result<(SubjectKeys, Vec<u8>), StoreError> {
         let lookup = self.pseudonyms.pseudonymize(tenant, subject);
-        let salt = self.salt_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
-        Ok(self.root.subject_keys(&salt, crate::crypto::CURRENT_KEY_VERSION))
+        let key = self.key_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
+        Ok((
+            self.root.subject_keys(&key.salt, crate::crypto::CURRENT_KEY_VERSION),
+            key.key_id,
+        ))
     }
 
     /// The keys of a subject the caller may read.
-    async fn readable_subject(&self, access: &Access, subject: &SubjectId) -> Result<SubjectKeys, StoreError> {
+    async fn readable_subject(
+        &self,
+        access: &Access,
+        subject: &SubjectId,
+    ) -> Result<(SubjectKeys, Vec<u8>), StoreError> {
         let tenant = self.authorize(access, Permission::ReadSubjects)?;
         self.known_subject(tenant, subject).await
     }
 
     pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
-        let keys = self.readable_subject(access, subject).await?;
+        let (keys, key_id) = self.readable_subject(access, subject).await?;
         let ledger_ref = keys.ledger_ref;
         let tenant = access.actor.tenant.get();
         let s = ledger_ref.as_bytes().to_vec();
         let cutoff = self.cutoffs().ledger_day;
         let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
         let by_kind = sqlx::query(&totals_sql("kind", true))
             .bind(tenant)
             .bind(s.clone())
@@ -153,8 +167,9 @@ impl Store {
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
-        let keys = self.readable_subject(access, subject).await?;
+        let (keys, key_id) = self.readable_subject(access, subject).await?;
         let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
         let (records, next) = self
             .record_page(&mut w, access.actor.tenant, &keys, limit.clamp(1, 1000), cursor)
             .await?;

@@ -67,7 +67,7 @@ impl Store {
         };
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
-        self.flush_deleted_pages().await?;
+        self.flush_deleted_pages().await;
         // Rows whose key is gone (an erasure interrupted between shredding
         // and purging) are unreadable; the sweeper removes them too.
         self.purge_orphans().await?;
@@ -77,12 +77,17 @@ impl Store {
     /// On SQLite, copies the WAL into the database (whose freed pages
     /// `secure_delete` zeroes) and truncates it, so purged rows leave the
     /// files at once instead of at the next automatic checkpoint.
-    pub(super) async fn flush_deleted_pages(&self) -> Result<(), StoreError> {
+    ///
+    /// Runs after the deletion committed, so a failure is logged, not
+    /// returned: the deletion stands, and the next checkpoint (or sweep)
+    /// flushes the pages.
+    pub(super) async fn flush_deleted_pages(&self) {
         if self.engine == Engine::Sqlite {
             for pool in [&self.ledger, &self.keys] {
-                pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+                if let Err(e) = pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await {
+                    tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion");
+                }
             }
         }
-        Ok(())
     }
 }

@@ -64,7 +64,8 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 pub fn parse_month(s: &str) -> Option<i64> {
     let (y, m) = s.split_once('-')?;
     let (y, m): (i64, i64) = (y.parse().ok()?, m.parse().ok()?);
-    (y.to_string().len() == 4 && (1..=12).contains(&m) && m.to_string().len() <= 2).then_some(y * 100 + m)
+    let (digits_y, digits_m) = s.split_once('-')?;
+    (digits_y.len() == 4 && digits_m.len() == 2 && (1..=12).contains(&m) && y >= 0).then_some(y * 100 + m)
 }
 
 impl Store {
@@ -203,7 +204,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= $1 AND ($2 = 0 OR tenant_id = $3) ORDER BY seq LIMIT $4",
         )
-        .bind(from as i64)
+                .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .bind(i64::from(own.is_some()))
         .bind(own.unwrap_or(0))
         .bind(i64::from(limit.clamp(1, 1000)))
@@ -284,9 +285,19 @@ impl Store {
         let io = |e: std::io::Error| StoreError::Config(format!("cannot write the export to {}: {e}", dir.display()));
         // A log that contradicts its checkpoints is exported all the same,
         // as it is, so the verifier can name where it went wrong.
-        if let Err(e) = self.checkpoint().await {
-            tracing::warn!(error = %e, "exporting without a fresh checkpoint");
-        }
+        // Entries up to the fresh checkpoint exactly: the export is then
+        // complete under it even while the service keeps appending.
+        let bound = match self.checkpoint().await {
+            Ok(note) => self
+                .signer
+                .verifier()
+                .verify(&note, self.audit_origin())
+                .map_or(-1, |cp| cp.size as i64),
+            Err(e) => {
+                tracing::warn!(error = %e, "exporting without a fresh checkpoint");
+                -1
+            }
+        };
         std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
         std::fs::write(dir.join("public-key.vkey"), format!("{}\n", self.audit_public_key())).map_err(io)?;
         for row in sqlx::query("SELECT size, note FROM audit_checkpoints ORDER BY size")
@@ -301,9 +312,11 @@ impl Store {
         let mut written = 0u64;
         loop {
             let rows = sqlx::query(
-                "SELECT seq, entry, leaf_hash, chain_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 10000",
+                "SELECT seq, entry, leaf_hash, chain_hash FROM audit_log WHERE seq > $1 AND ($2 < 0 OR seq <= $2) \
+                 ORDER BY seq LIMIT 10000",
             )
             .bind(after)
+            .bind(bound)
             .fetch_all(&self.ledger)
             .await?;
             for row in &rows {

@@ -364,7 +364,7 @@ async fn after_an_erasure_the_log_verifies_and_names_nobody(app: TestApp) {
 
     let dir = tempfile::tempdir().unwrap();
     app.store.export_audit(dir.path()).await.unwrap();
-    let report = verify_dir(dir.path(), false).unwrap();
+    let report = verify_dir(dir.path(), None, &[], false).unwrap();
     assert!(report.entries > 20);
     let bytes = std::fs::read(dir.path().join("entries.bin")).unwrap();
     // (The id itself has no field to go in: entries are typed.)
@@ -378,6 +378,60 @@ async fn after_an_erasure_the_log_verifies_and_names_nobody(app: TestApp) {
         );
     }
     app.store.verify_audit(&[]).await.unwrap().unwrap();
+
+    // Pinned to the key the auditor holds, the export verifies; pinned to
+    // another key under the same name, it does not.
+    let held = app.store.audit_public_key();
+    assert!(verify_dir(dir.path(), Some(&held), &[], false).is_ok());
+    let other = carbon_ledger::audit::checkpoint::NoteSigner::from_seed(app.store.audit_origin(), &[9; 32]).vkey();
+    assert!(verify_dir(dir.path(), Some(&other), &[], false).is_err());
+}
+
+/// A read, grant or event racing an erasure: once the erasure's tombstone
+/// is written, even with the key not yet deleted, nothing more is read or
+/// written for the person.
+async fn nothing_touches_a_person_whose_erasure_has_begun(app: TestApp) {
+    app.post_enrolled(&event("e1", "eve", "clean_plate", json!({}))).await;
+    let (keys_db, table) = app.raw_keys().await;
+    let key_id: Vec<u8> = sqlx::query(&format!("SELECT key_id FROM {table}"))
+        .fetch_one(&keys_db)
+        .await
+        .unwrap()
+        .get(0);
+    let db = app.raw_ledger().await;
+    sqlx::query("INSERT INTO erasures (key_id, erased_on) VALUES ($1, 0)")
+        .bind(key_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let entries = app.store.audit_entries(0, 1000).await.unwrap().len();
+
+    for path in [
+        "/v1/subjects/eve/account",
+        "/v1/subjects/eve/records",
+        "/v1/subjects/eve/consents",
+        "/v1/subjects/eve/export",
+    ] {
+        let (status, _) = app.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _) = app.post_events(&event("e2", "eve", "clean_plate", json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let url = app.url("/v1/subjects/eve/consents/statistics");
+    let (status, _) = app
+        .send(
+            app.client
+                .put(url)
+                .bearer_auth(&app.key)
+                .json(&json!({"notice_version": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.store.audit_entries(0, 1000).await.unwrap().len(),
+        entries,
+        "nothing logged for her"
+    );
 }
 
 async fn reports_reconcile_with_the_log(app: TestApp) {
@@ -415,7 +469,7 @@ async fn reports_reconcile_with_the_log(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{report}");
     let dir = tempfile::tempdir().unwrap();
     app.store.export_audit(dir.path()).await.unwrap();
-    let log = verify_dir(dir.path(), false).unwrap();
+    let log = verify_dir(dir.path(), None, &[], false).unwrap();
 
     let grams = |v: &Value| (v.as_f64().unwrap() * 1000.0).round() as i64;
     let mut from_report = std::collections::BTreeMap::new();
@@ -492,4 +546,5 @@ on_both_engines!(
     checkpoints_and_proofs_over_http,
     after_an_erasure_the_log_verifies_and_names_nobody,
     reports_reconcile_with_the_log,
+    nothing_touches_a_person_whose_erasure_has_begun,
 );

@@ -74,6 +74,28 @@ fn first_run_creates_a_private_data_dir_and_key_then_refuses_another_key() {
 }
 
 #[test]
+fn a_checkpoint_of_the_empty_log_does_not_break_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for args in [
+        &["migrate"][..],
+        &["audit", "checkpoint"],
+        &["tenant", "add", "--name", "x", "--role", "auditor"],
+    ] {
+        let (ok, _, err) = run(&data, args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, out, _) = run(&data, &["audit", "verify"]);
+    assert!(ok && out.contains("1 entries checked"), "{out}");
+    let export = dir.path().join("export");
+    let (ok, _, err) = run(&data, &["audit", "export", "--out", export.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&data, &["audit", "verify", "--from", export.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("pin the one you hold"), "{err}");
+}
+
+#[test]
 fn a_changed_methodology_needs_a_new_version() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

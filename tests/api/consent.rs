@@ -236,9 +236,14 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
     assert_eq!(records["records"], json!([]));
     assert_eq!(count(&app, "records").await, 0);
 
-    // Nothing new under the withdrawn purpose; the history keeps the proof.
+    // Nothing new under the withdrawn purpose, not even a retry's old
+    // receipt; the retry keys went with the records; the history keeps the
+    // proof.
     let (status, _) = app.post_events(&event("w4", "frank", "clean_plate", json!({}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.post_events(&event("w1", "frank", "clean_plate", json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(count(&app, "idempotency_keys").await, 0);
     assert_eq!(count(&app, "consent_history").await, 4); // 2 grants, 1 narrowing, 1 withdrawal
     let (_, again) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(again["changed"], false);

@@ -355,38 +355,44 @@ async fn clear_columns_are_bound_to_the_ciphertext(app: TestApp) {
 }
 
 /// With a key store URL, the salts live in a database of their own: a copy
-/// of the ledger database holds none.
+/// of the ledger database holds none. The two name each other, so opening
+/// the ledger without its key store is refused.
 async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
     use carbon_ledger::crypto::RootKey;
     use carbon_ledger::domain::{Role, SubjectId, TenantId};
     use carbon_ledger::store::{Access, Actor, Kinds, Purpose, Store};
 
-    let (keys_url, _pg) = match app.backend {
+    let mut databases = Vec::new();
+    let (ledger_url, keys_url) = match app.backend {
         Backend::Sqlite => (
+            format!("sqlite://{}", app.dir.path().join("apart/ledger.db").display()),
             format!("sqlite://{}", app.dir.path().join("elsewhere/salts.db").display()),
-            None,
         ),
         Backend::Postgres => {
-            let db = crate::helpers::PgDatabase::create().await.unwrap();
-            (db.url.clone(), Some(db))
+            let (ledger, keys) = (
+                crate::helpers::PgDatabase::create().await.unwrap(),
+                crate::helpers::PgDatabase::create().await.unwrap(),
+            );
+            let urls = (ledger.url.clone(), keys.url.clone());
+            databases.extend([ledger, keys]);
+            urls
         }
     };
-    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
-    let pseudonym = root
-        .pseudonym_key()
-        .pseudonymize(TenantId::new(1), &SubjectId::parse("zoe".into()).unwrap());
+    let root = || RootKey::from_bytes([5; 32]);
+    let policies = app.store.policies().clone();
     let store = Store::open_with_key_store(
-        &app.database_url,
+        &ledger_url,
         Some(&keys_url),
-        root,
+        root(),
         app.clock.clone(),
-        app.store.policies().clone(),
+        policies.clone(),
     )
     .await
     .unwrap();
+    let (tenant, _) = store.add_tenant("apart", Role::Platform).await.unwrap();
     let access = Access::new(
         Actor {
-            tenant: TenantId::new(1),
+            tenant,
             role: Role::Platform,
         },
         Purpose::Accounting,
@@ -403,28 +409,47 @@ async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
         .unwrap();
     store.close().await;
 
-    let count = |url: String| async move {
-        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        let table = if url.starts_with("postgres") {
-            "keystore.subject_keys"
-        } else {
-            "subject_keys"
-        };
-        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE subject = $1"))
-            .bind(pseudonym.as_bytes().to_vec())
-            .fetch_one(&pool)
+    let pseudonym = root()
+        .pseudonym_key()
+        .pseudonymize(TenantId::new(tenant.get()), &SubjectId::parse("zoe".into()).unwrap());
+    let keys = sqlx::AnyPool::connect(&keys_url).await.unwrap();
+    let table = if keys_url.starts_with("postgres") {
+        "keystore.subject_keys"
+    } else {
+        "subject_keys"
+    };
+    let held: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE subject = $1"))
+        .bind(pseudonym.as_bytes().to_vec())
+        .fetch_one(&keys)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 1, "the salt is in the key store");
+    keys.close().await;
+    match app.backend {
+        Backend::Sqlite => assert!(
+            !app.dir.path().join("apart/keys.db").exists(),
+            "no key store beside the ledger"
+        ),
+        Backend::Postgres => {
+            let ledger = sqlx::AnyPool::connect(&ledger_url).await.unwrap();
+            let tables: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'keystore' AND table_name = 'subject_keys'",
+            )
+            .fetch_one(&ledger)
             .await
             .unwrap()
             .get(0);
-        pool.close().await;
-        n
-    };
-    assert_eq!(count(keys_url.clone()).await, 1, "the salt is in the key store");
-    let default_keys = match app.backend {
-        Backend::Sqlite => format!("sqlite://{}", app.dir.path().join("keys.db").display()),
-        Backend::Postgres => app.database_url.clone(),
-    };
-    assert_eq!(count(default_keys).await, 0, "and not beside the ledger");
+            assert_eq!(tables, 0, "no key store in the ledger's database");
+            ledger.close().await;
+        }
+    }
+
+    // Forgetting --key-store: the ledger refuses the empty key store it gets.
+    let err = Store::open(&ledger_url, root(), app.clock.clone(), policies)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--key-store"), "{err}");
 }
 
 on_both_engines!(

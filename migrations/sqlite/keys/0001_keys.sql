@@ -12,3 +12,11 @@ CREATE TABLE subject_keys (
     ledger_ref BLOB    NOT NULL UNIQUE,
     created_at INTEGER NOT NULL
 );
+
+-- Names the ledger this key store belongs to (the same id is in the
+-- ledger's meta table): a mismatched pair is refused before anything
+-- could mistake a wrong or empty key store for erased keys.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
