@@ -288,7 +288,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             let store = cli.store(false).await?;
             let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
             store.close().await;
-            println!("re-shredded {keys} erased subjects' keys; purged {rows} rows whose key is gone");
+            println!("re-shredded {keys} erased people's keys; purged {rows} rows whose key is gone");
         }
         Command::Retention {
             command: RetentionCommand::Sweep,

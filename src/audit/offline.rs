@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::chain::{chain_hash, GENESIS};
 use super::checkpoint::{Checkpoint, NoteVerifier};
-use super::merkle::{leaf_hash, Frontier, Hash};
+use super::merkle::{leaf_hash, Frontier};
 use super::{Action, AuditEntry, VerifyError};
 
 const MAGIC: &[u8; 8] = b"CLAUDIT1";
@@ -285,13 +285,6 @@ fn check_rules(
         _ => {}
     }
     Ok(())
-}
-
-/// The root of a list of leaves; for tests and tools.
-pub fn root_of(leaves: &[Hash]) -> Hash {
-    let mut tree = Frontier::default();
-    leaves.iter().for_each(|l| tree.push(*l));
-    tree.root()
 }
 
 #[cfg(test)]

@@ -64,17 +64,22 @@ async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
         .collect()
 }
 
-/// How many of `records` open with some salt in the live key store and the
-/// root key: what an attacker holding a backup of the records could read.
-async fn openable(app: &TestApp, records: &[StoredRecord]) -> usize {
+/// Every salt in the live key store.
+async fn live_salts(app: &TestApp) -> Vec<Vec<u8>> {
     let (keys_db, table) = app.raw_keys().await;
-    let salts: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
+    sqlx::query(&format!("SELECT salt FROM {table}"))
         .fetch_all(&keys_db)
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
-        .collect();
+        .collect()
+}
+
+/// How many of `records` open with some salt in the live key store and the
+/// root key: what an attacker holding a backup of the records could read.
+async fn openable(app: &TestApp, records: &[StoredRecord]) -> usize {
+    let salts = live_salts(app).await;
     let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
     let mut opened = 0;
     for record in records {
@@ -216,14 +221,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
         4,
         "the control: a backup opens with the live key store"
     );
-    let (keys_db, table) = app.raw_keys().await;
-    let salts: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
-        .fetch_all(&keys_db)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let salts = live_salts(&app).await;
 
     let url = app.url("/v1/subjects/olga");
     let (status, receipt) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
@@ -278,13 +276,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
                 "erased ciphertext remains in the files"
             );
         }
-        let remaining: Vec<Vec<u8>> = sqlx::query(&format!("SELECT salt FROM {table}"))
-            .fetch_all(&keys_db)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let remaining = live_salts(&app).await;
         for salt in salts.iter().filter(|s| !remaining.contains(s)) {
             assert!(!contains(&files, salt), "the erased salt remains in the files");
         }
@@ -381,7 +373,7 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        text.contains("re-shredded 1 erased subjects' keys; purged 2 rows"),
+        text.contains("re-shredded 1 erased people's keys; purged 2 rows"),
         "{text}"
     );
     assert_eq!(openable(&app, &backup).await, 0);
