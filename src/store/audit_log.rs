@@ -48,13 +48,21 @@ impl Appender {
             .try_into()
             .map_err(|_| StoreError::Corrupt("audit head hash is not 32 bytes".into()))?;
         let edge = merkle::root_nodes(seq as u64).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let nodes = fetch_nodes(conn, engine, &edge).await?;
+        let nodes = fetch_nodes(conn, engine, &edge).await?;
         // Every append below builds on these; a missing one means the tree
         // tables were damaged, and nothing must be appended to it.
         if let Some(missing) = edge.iter().find(|id| !nodes.contains_key(id)) {
-            return Err(StoreError::Corrupt(format!("the audit tree lacks its node {missing:?}")));
+            return Err(StoreError::Corrupt(format!(
+                "the audit tree lacks its node {missing:?}"
+            )));
         }
-        Ok(Self { seq: seq as u64, prev, rows: Vec::new(), nodes, new_nodes: Vec::new() })
+        Ok(Self {
+            seq: seq as u64,
+            prev,
+            rows: Vec::new(),
+            nodes,
+            new_nodes: Vec::new(),
+        })
     }
 
     pub(super) fn seq(&self) -> u64 {
