@@ -294,6 +294,8 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             command: RetentionCommand::Sweep,
         } => {
             let store = cli.store(false).await?;
+            // The sweep acts under the retention policy: its load is logged.
+            store.record_policy_load().await.map_err(|e| e.to_string())?;
             let (counts, seq) = store.sweep_retention().await.map_err(|e| e.to_string())?;
             store.close().await;
             println!(

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{Caller, JsonBody, Subject};
 use super::{json, ApiError, AppState};
-use crate::domain::{escape_pointer, FieldError};
+use crate::domain::{escape_pointer, scrub, FieldError, Methodology};
 use crate::policy::{DataClass, Purpose};
 use crate::store::Kinds;
 
@@ -46,8 +46,9 @@ fn purpose_of(params: &std::collections::HashMap<String, String>) -> Result<Purp
         .ok_or_else(|| ApiError::NotFound("no such consent purpose; GET /v1/consent/purposes lists them".into()))
 }
 
-/// The body of a grant: `{"notice_version": N, "kinds": [...]}`.
-fn grant_body(body: Value) -> Result<(u32, Kinds), FieldError> {
+/// The body of a grant: `{"notice_version": N, "kinds": [...]}`, the kinds
+/// checked against the methodology in force.
+fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds), FieldError> {
     let Value::Object(map) = body else {
         return Err(FieldError::invalid(
             "",
@@ -75,7 +76,13 @@ fn grant_body(body: Value) -> Result<(u32, Kinds), FieldError> {
             for (i, item) in items.iter().enumerate() {
                 let kind = item
                     .as_str()
-                    .ok_or_else(|| FieldError::invalid(format!("/kinds/{i}"), "must be a kind name"))?;
+                    .filter(|k| methodology.kinds.contains_key(*k))
+                    .ok_or_else(|| {
+                        FieldError::invalid(
+                            format!("/kinds/{i}"),
+                            "is not a behaviour kind of the methodology in force; GET /v1/methodology lists them",
+                        )
+                    })?;
                 kinds.insert(kind.to_owned());
             }
             Kinds::Only(kinds)
@@ -93,7 +100,11 @@ pub async fn grant(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let purpose = purpose_of(&params)?;
-    let (notice_version, kinds) = grant_body(body)?;
+    let mut body = body;
+    let parsed = grant_body(&body, &state.store.policies().methodology);
+    // Refused or not, the submitted body is overwritten before it is freed.
+    scrub(&mut body);
+    let (notice_version, kinds) = parsed?;
     let change = state
         .store
         .grant_consent(&caller.access(purpose), &subject, purpose, notice_version, kinds)
@@ -106,7 +117,9 @@ pub async fn withdraw(
     caller: Caller,
     Subject(subject): Subject,
     Path(params): Path<std::collections::HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    super::subjects::no_query(query)?;
     let purpose = purpose_of(&params)?;
     let change = state
         .store

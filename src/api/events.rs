@@ -82,10 +82,14 @@ struct Receipts {
 
 /// Splits the body into events; `true` when it was a batch.
 fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
-    let Value::Object(mut map) = body else {
-        return Err(ApiError::Malformed(
-            "the body must be one event object or {\"events\": [...]}".into(),
-        ));
+    let mut map = match body {
+        Value::Object(map) => map,
+        mut other => {
+            scrub(&mut other);
+            return Err(ApiError::Malformed(
+                "the body must be one event object or {\"events\": [...]}".into(),
+            ));
+        }
     };
     if !map.contains_key("events") {
         return Ok((vec![Value::Object(map)], false));
@@ -104,7 +108,11 @@ fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
             )))
         }
         Some(Value::Array(events)) => Ok((events, true)),
-        _ => Err(crate::domain::FieldError::invalid("/events", "must be an array of events").into()),
+        Some(mut other) => {
+            scrub(&mut other);
+            Err(crate::domain::FieldError::invalid("/events", "must be an array of events").into())
+        }
+        None => Err(crate::domain::FieldError::missing("/events").into()),
     }
 }
 
@@ -113,6 +121,12 @@ pub async fn post_events(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    // The role first: a caller who may not record learns nothing about why
+    // its payload would have been refused.
+    state.store.may(
+        &caller.access(Purpose::Accounting),
+        crate::policy::Permission::RecordEvents,
+    )?;
     let (events, batch) = events_of(body)?;
     let methodology = &state.store.policies().methodology;
     let now = state.store.now();

@@ -54,8 +54,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
             other => ApiError::Malformed(format!("the request body could not be read: {}", other.body_text())),
         })?;
-        let parsed =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")));
+        let parsed = parse_strict(&bytes).map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")));
         if let Ok(mut owned) = bytes.try_into_mut() {
             owned.as_mut().zeroize();
         }
@@ -80,5 +79,104 @@ impl<S: Send + Sync> FromRequestParts<S> for Subject {
         SubjectId::parse(id).map(Subject).ok_or_else(|| {
             ApiError::Malformed("the subject id must be 1 to 128 bytes without control characters".into())
         })
+    }
+}
+
+/// Parses JSON refusing duplicate object keys at any depth. serde_json keeps
+/// the last of two equal keys silently, so `{"data": {"route": ...},
+/// "data": {}}` would slip a refused field past every check (and free it
+/// unscrubbed). Errors name the key, never a value.
+fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<serde_json::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<serde_json::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<serde_json::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<serde_json::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Strict)? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<serde_json::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let value = map.next_value_seed(Strict)?;
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_strict;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(parse_strict(br#"{"a": 1, "b": [1, {"c": "x"}]}"#).is_ok());
+        let err = parse_strict(br#"{"data": {"route": "No. 7"}, "data": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"data\" appears twice") && !err.contains("No. 7"),
+            "{err}"
+        );
+        assert!(parse_strict(br#"{"events": [{"d": {"x": 1, "x": 2}}]}"#).is_err());
+        assert!(parse_strict(br#"{"a": 1} trailing"#).is_err());
     }
 }

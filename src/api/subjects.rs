@@ -1,6 +1,6 @@
 //! A platform's view of one of its users: account totals and coarse records.
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -108,6 +108,15 @@ pub async fn export(
     Ok(response)
 }
 
+/// Destructive routes take no query string: `?dry_run=1` must not be
+/// mistaken for a harmless request.
+pub(super) fn no_query(query: Option<String>) -> Result<(), ApiError> {
+    match query {
+        Some(q) if !q.is_empty() => Err(ApiError::Malformed("this route takes no query parameters".into())),
+        _ => Ok(()),
+    }
+}
+
 /// RFC 4180 quoting.
 fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\r', '\n']) {
@@ -123,7 +132,9 @@ pub async fn erase(
     State(state): State<AppState>,
     caller: Caller,
     Subject(subject): Subject,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    no_query(query)?;
     let receipt = state
         .store
         .erase_subject(&caller.access(Purpose::Accounting), &subject)

@@ -3,7 +3,7 @@
 //! Wire format of a sealed blob: `nonce (12 bytes) || AES-256-GCM ciphertext
 //! and tag`. The key is the subject's record key for the key version stored
 //! beside the blob; the associated data binds the blob to its record id,
-//! subject pseudonym and key version, so a blob copied onto another row fails
+//! the subject's ledger reference and the key version, so a blob copied onto another row fails
 //! to open; it also binds the record's kind and day, which are stored in
 //! clear beside it, so editing those columns is detected too. Nonces are random: a subject's key seals few records, far below
 //! the 2^32 messages a random 96-bit nonce allows.

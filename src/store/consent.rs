@@ -167,9 +167,10 @@ impl Store {
             if list.is_empty() {
                 return Err(StoreError::Invalid("kinds, when given, names at least one kind".into()));
             }
-            if let Some(unknown) = list.iter().find(|k| !self.policies.methodology.kinds.contains_key(*k)) {
+            if list.iter().any(|k| !self.policies.methodology.kinds.contains_key(k)) {
+                // The submitted name is not echoed: it could be anything.
                 return Err(StoreError::Invalid(format!(
-                    "{unknown} is not a behaviour kind of methodology {}",
+                    "kinds names a kind that is not a behaviour kind of methodology {}",
                     self.policies.methodology.version
                 )));
             }

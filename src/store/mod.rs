@@ -231,6 +231,12 @@ impl Store {
         self.keys.close().await;
     }
 
+    /// Whether the caller's role may do `permission`: for handlers that
+    /// should refuse before looking at a request's content.
+    pub fn may(&self, access: &Access, permission: Permission) -> Result<(), StoreError> {
+        self.authorize(access, permission).map(|_| ())
+    }
+
     /// The acting tenant, if its role may do `permission`.
     fn authorize(&self, access: &Access, permission: Permission) -> Result<TenantId, StoreError> {
         if self.policies.access.allows(access.actor.role, permission) {

@@ -147,14 +147,23 @@ async fn consent_is_per_kind_and_points_need_rewards(app: TestApp) {
         (status, body["type"].as_str()),
         (StatusCode::CONFLICT, Some("urn:carbon-ledger:problem:stale-notice"))
     );
+    let secret = "13800138000 Zhang San, 4 Jiuqu St";
     let (status, body) = app
         .send(put(
             "erin",
             "accounting",
-            json!({"notice_version": 1, "kinds": ["teleport"]}),
+            json!({"notice_version": 1, "kinds": ["walking", secret]}),
         ))
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("/kinds/1")),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("Zhang"),
+        "the refused value is echoed: {body}"
+    );
     let (status, body) = app
         .send(put("erin", "accounting", json!({"notice_version": 1, "scope": "all"})))
         .await;
@@ -381,6 +390,9 @@ async fn other_platforms_and_auditors_see_nothing(app: TestApp) {
         let (status, _) = app
             .post_events_as(key, &event("iso-2", "henry", "clean_plate", json!({})))
             .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Refused for the role before the payload is looked at.
+        let (status, _) = app.post_events_as(key, &json!({"gps": "30.88,105.44"})).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
     // Henry's data is untouched by all of it.

@@ -190,6 +190,16 @@ async fn malformed_and_oversized_requests_get_problems(app: TestApp) {
     let (status, _) = app.send(post("[1, 2]".into())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // A key given twice would let the second hide the first from every check.
+    app.enroll("u-dup").await;
+    let mut twice = event("dup-1", "u-dup", "clean_plate", json!({})).to_string();
+    twice.pop();
+    twice.push_str(r#", "data": {"route": "No. 7 Zhongshan Rd"}, "data": {}}"#);
+    let (status, body) = app.send(post(twice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("appears twice"));
+    assert!(!body.to_string().contains("Zhongshan"));
+
     let (status, _) = app.post_enrolled(&json!({"events": []})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 

@@ -224,6 +224,12 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
     let salts = live_salts(&app).await;
 
     let url = app.url("/v1/subjects/olga");
+    // A query string on a destructive route is refused, and nothing happens.
+    let (status, _) = app
+        .send(app.client.delete(format!("{url}?dry_run=1")).bearer_auth(&app.key))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(openable(&app, &backup).await, 4);
     let (status, receipt) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK, "{receipt}");
     assert_eq!(
