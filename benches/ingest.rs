@@ -64,7 +64,7 @@ async fn run(name: &str, url: &str) {
         let subject = SubjectId::parse(format!("user-{n}")).unwrap();
         for purpose in [Purpose::Accounting, Purpose::Rewards] {
             store
-                .grant_consent(&access, &subject, purpose, 1, Kinds::All)
+                .grant_consent(&Access { purpose, ..access }, &subject, 1, Kinds::All)
                 .await
                 .unwrap();
         }
@@ -86,10 +86,7 @@ async fn run(name: &str, url: &str) {
     );
     // Erasure of one subject with 10,000 records: shred first, purge in bulk.
     let heavy = SubjectId::parse("heavy-user".to_owned()).unwrap();
-    store
-        .grant_consent(&access, &heavy, Purpose::Accounting, 1, Kinds::All)
-        .await
-        .unwrap();
+    store.grant_consent(&access, &heavy, 1, Kinds::All).await.unwrap();
     for b in 0..10 {
         let batch = items(1000 + b, &policies)
             .into_iter()

@@ -107,7 +107,7 @@ pub async fn grant(
     let (notice_version, kinds) = parsed?;
     let change = state
         .store
-        .grant_consent(&caller.access(purpose), &subject, purpose, notice_version, kinds)
+        .grant_consent(&caller.access(purpose), &subject, notice_version, kinds)
         .await?;
     Ok(json(StatusCode::OK, &change))
 }
@@ -121,10 +121,7 @@ pub async fn withdraw(
 ) -> Result<Response, ApiError> {
     super::subjects::no_query(query)?;
     let purpose = purpose_of(&params)?;
-    let change = state
-        .store
-        .withdraw_consent(&caller.access(purpose), &subject, purpose)
-        .await?;
+    let change = state.store.withdraw_consent(&caller.access(purpose), &subject).await?;
     Ok(json(StatusCode::OK, &change))
 }
 

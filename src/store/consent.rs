@@ -143,18 +143,18 @@ impl Store {
         Ok(state)
     }
 
-    /// Records the person's consent to `purpose` under the notice version
+    /// Records the person's consent to the purpose of `access` under the notice version
     /// they were shown. Narrowing the kinds of `accounting` deletes the
     /// records of the kinds no longer covered.
     pub async fn grant_consent(
         &self,
         access: &Access,
         subject: &SubjectId,
-        purpose: Purpose,
         notice_version: u32,
         kinds: Kinds,
     ) -> Result<ConsentChange, StoreError> {
         let tenant = self.authorize(access, Permission::ManageConsents)?;
+        let purpose = access.purpose;
         let current = self.policies.consent.get(purpose).notice_version;
         if notice_version != current {
             return Err(StoreError::StaleNotice {
@@ -214,16 +214,12 @@ impl Store {
             .await
     }
 
-    /// Withdraws consent to `purpose`, at once: nothing new is processed
+    /// Withdraws consent to the purpose of `access`, at once: nothing new is processed
     /// under it, and data held only for it is deleted (for `accounting`,
     /// every record; the points they earned stay the person's).
-    pub async fn withdraw_consent(
-        &self,
-        access: &Access,
-        subject: &SubjectId,
-        purpose: Purpose,
-    ) -> Result<ConsentChange, StoreError> {
+    pub async fn withdraw_consent(&self, access: &Access, subject: &SubjectId) -> Result<ConsentChange, StoreError> {
         let tenant = self.authorize(access, Permission::ManageConsents)?;
+        let purpose = access.purpose;
         let (keys, key_id) = self.known_subject(tenant, subject).await?;
         let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
 

@@ -237,12 +237,25 @@ impl Store {
         self.authorize(access, permission).map(|_| ())
     }
 
-    /// The acting tenant, if its role may do `permission`.
+    /// The acting tenant, if its role may do `permission` and the purpose it
+    /// states is the one the action serves: recording behaviours and reading
+    /// accounts are processing for `accounting`; consent changes are for the
+    /// purpose consented to.
     fn authorize(&self, access: &Access, permission: Permission) -> Result<TenantId, StoreError> {
-        if self.policies.access.allows(access.actor.role, permission) {
-            Ok(access.actor.tenant)
-        } else {
-            Err(StoreError::Forbidden(permission.describe()))
+        if !self.policies.access.allows(access.actor.role, permission) {
+            return Err(StoreError::Forbidden(permission.describe()));
+        }
+        let serves = match permission {
+            Permission::RecordEvents | Permission::ReadSubjects => Some(Purpose::Accounting),
+            _ => None,
+        };
+        match serves {
+            Some(purpose) if purpose != access.purpose => Err(StoreError::Invalid(format!(
+                "{} is processing for {purpose}, not {}",
+                permission.describe(),
+                access.purpose
+            ))),
+            _ => Ok(access.actor.tenant),
         }
     }
 

@@ -8,7 +8,7 @@ use carbon_ledger::audit::Action;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::{minimize, parse_event, Role, SubjectId, TenantId};
 use carbon_ledger::policy::PolicySet;
-use carbon_ledger::store::{Access, Actor, IngestItem, IngestOutcome, Purpose, Store};
+use carbon_ledger::store::{Access, Actor, IngestItem, IngestOutcome, Purpose, Store, StoreError};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -315,6 +315,18 @@ async fn a_new_notice_version_needs_renewed_consent(app: TestApp) {
             record,
         }
     };
+    // The purpose an access states must be the one the operation serves.
+    let stated = Access::new(
+        Actor {
+            tenant: TenantId::new(1),
+            role: Role::Platform,
+        },
+        Purpose::Statistics,
+    );
+    assert!(matches!(
+        store.ingest(&stated, vec![item()]).await,
+        Err(StoreError::Invalid(_))
+    ));
     let outcome = store.ingest(&access, vec![item()]).await.unwrap();
     assert_eq!(
         outcome,
@@ -334,7 +346,7 @@ async fn a_new_notice_version_needs_renewed_consent(app: TestApp) {
     );
 
     store
-        .grant_consent(&access, &gina, Purpose::Accounting, 2, carbon_ledger::store::Kinds::All)
+        .grant_consent(&access, &gina, 2, carbon_ledger::store::Kinds::All)
         .await
         .unwrap();
     assert!(matches!(

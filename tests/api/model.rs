@@ -126,24 +126,19 @@ async fn run(app: TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Grant { subject: s, kind } => {
                 let kinds = kind.map_or(Kinds::All, |k| Kinds::Only([KINDS[k].to_owned()].into()));
-                store
-                    .grant_consent(&access, &subject(s), Purpose::Accounting, 1, kinds)
-                    .await
-                    .unwrap();
+                store.grant_consent(&access, &subject(s), 1, kinds).await.unwrap();
                 model.known.insert(s);
                 model.consent.insert(s, kind);
                 model.purge_uncovered(s);
             }
-            Op::Withdraw { subject: s } => {
-                match store.withdraw_consent(&access, &subject(s), Purpose::Accounting).await {
-                    Err(StoreError::SubjectNotFound) => prop_assert!(!model.known.contains(&s)),
-                    other => {
-                        let change = other.unwrap();
-                        prop_assert_eq!(change.changed, model.consent.remove(&s).is_some());
-                        model.purge_uncovered(s);
-                    }
+            Op::Withdraw { subject: s } => match store.withdraw_consent(&access, &subject(s)).await {
+                Err(StoreError::SubjectNotFound) => prop_assert!(!model.known.contains(&s)),
+                other => {
+                    let change = other.unwrap();
+                    prop_assert_eq!(change.changed, model.consent.remove(&s).is_some());
+                    model.purge_uncovered(s);
                 }
-            }
+            },
             Op::Ingest {
                 subject: s,
                 kind,

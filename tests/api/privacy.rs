@@ -398,13 +398,7 @@ async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
         Purpose::Accounting,
     );
     store
-        .grant_consent(
-            &access,
-            &SubjectId::parse("zoe".into()).unwrap(),
-            Purpose::Accounting,
-            1,
-            Kinds::All,
-        )
+        .grant_consent(&access, &SubjectId::parse("zoe".into()).unwrap(), 1, Kinds::All)
         .await
         .unwrap();
     store.close().await;
