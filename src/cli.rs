@@ -261,24 +261,29 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
                 methodology = %store.policies().methodology.version,
                 "listening on http://{addr}"
             );
+            let (stop, stopped) = tokio::sync::watch::channel(false);
             let sweeper = (*sweep_interval_secs > 0).then(|| {
                 tokio::spawn(crate::server::sweep_periodically(
                     store.clone(),
                     std::time::Duration::from_secs(*sweep_interval_secs),
+                    stopped.clone(),
                 ))
             });
             let checkpoints = (*checkpoint_interval_secs > 0).then(|| {
                 tokio::spawn(crate::server::checkpoint_periodically(
                     store.clone(),
                     std::time::Duration::from_secs(*checkpoint_interval_secs),
+                    stopped,
                 ))
             });
-            let state = AppState { store: store.clone() };
+            let state = AppState::new(store.clone());
             crate::server::serve(listener, state, crate::server::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())?;
+            // Background work ends between runs, never inside one.
+            let _ = stop.send(true);
             for task in [sweeper, checkpoints].into_iter().flatten() {
-                task.abort();
+                let _ = task.await;
             }
             store.close().await;
         }

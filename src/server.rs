@@ -3,23 +3,69 @@
 use std::future::Future;
 use std::io;
 
-use tokio::net::TcpListener;
-
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::{router, AppState};
 use crate::store::Store;
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Serves until `shutdown` completes, then finishes in-flight requests —
+/// including those whose clients hung up, which no connection waits for —
+/// and the erasure purge under way. Background work stops between runs,
+/// never inside one.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(state))
+    let (stop, stopped) = watch::channel(false);
+    let purger = tokio::spawn(purge_erasures(state.store.clone(), stopped));
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    state.in_flight.drain().await;
+    let _ = stop.send(true);
+    let _ = purger.await;
+    served
+}
+
+/// Purges erased people's rows whenever an erasure leaves some (and once at
+/// start, for those a previous run left).
+async fn purge_erasures(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = store.purge_wanted() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        match store.purge_erased().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "purged erased people's rows"),
+            // Left pending: the next erasure or sweep takes it up again.
+            Err(e) => tracing::error!(error = %e, "purging erased people's rows failed"),
+        }
+    }
+}
+
+/// Runs `job` every `interval`, the first time at once, until `stop` turns
+/// true. A run under way always finishes: only the wait between runs is
+/// cut short.
+pub async fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        job().await;
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -47,23 +93,18 @@ pub async fn shutdown_signal() {
 
 /// Signs a checkpoint every `interval`, so auditors can hold the log to
 /// what it was even if nobody asked in between.
-pub async fn checkpoint_periodically(store: Arc<Store>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
+pub async fn checkpoint_periodically(store: Arc<Store>, interval: Duration, stop: watch::Receiver<bool>) {
+    every(interval, stop, || async {
         if let Err(e) = store.checkpoint().await {
             tracing::error!(error = %e, "signing a checkpoint failed");
         }
-    }
+    })
+    .await;
 }
 
 /// Runs the retention sweeper every `interval` (the first sweep right away).
-pub async fn sweep_periodically(store: Arc<Store>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
+pub async fn sweep_periodically(store: Arc<Store>, interval: Duration, stop: watch::Receiver<bool>) {
+    every(interval, stop, || async {
         match store.sweep_retention().await {
             Ok((counts, seq)) => tracing::info!(
                 audit_seq = seq,
@@ -76,5 +117,6 @@ pub async fn sweep_periodically(store: Arc<Store>, interval: Duration) {
             ),
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),
         }
-    }
+    })
+    .await;
 }

@@ -3,7 +3,9 @@
 
 mod audit;
 mod consents;
+mod detach;
 mod events;
+mod export;
 mod extract;
 mod meta;
 pub mod problem;
@@ -31,9 +33,22 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// The most events one request may carry.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
+pub use detach::{InFlight, MAX_IN_FLIGHT};
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    /// The work of requests in flight, which their clients cannot cancel.
+    pub in_flight: Arc<InFlight>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            in_flight: Arc::new(InFlight::default()),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subjects/{id}/account", get(subjects::account))
         .route("/v1/subjects/{id}", delete(subjects::erase))
         .route("/v1/subjects/{id}/records", get(subjects::records))
-        .route("/v1/subjects/{id}/export", get(subjects::export))
+        .route("/v1/subjects/{id}/export", get(export::export))
         .route("/v1/subjects/{id}/consents", get(consents::list))
         .route(
             "/v1/subjects/{id}/consents/{purpose}",
@@ -62,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn(catch_panic))
+        // Outermost: everything below runs to its end in a task of its own.
+        .layer(middleware::from_fn_with_state(state.in_flight.clone(), detach::detach))
         .with_state(state)
 }
 

@@ -75,6 +75,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -104,6 +109,11 @@ pub enum ApiError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Every slot for work in flight stayed taken (see `detach`).
+    #[error("overloaded")]
+    Overloaded,
+    #[error("shutting down")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -147,6 +157,18 @@ impl ApiError {
                 ),
                 _ => internal(),
             },
+            ApiError::Overloaded => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service overloaded",
+                "too many requests are in progress; retry after a second",
+            ),
+            ApiError::ShuttingDown => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the service is shutting down; retry against another instance or shortly",
+            ),
             ApiError::Internal(_) => internal(),
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -287,7 +287,7 @@ impl Store {
         let seq = w.appender_seq();
         w.commit().await?;
         if records_deleted > 0 {
-            self.flush_deleted_pages().await;
+            self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
         }
         Ok(ConsentChange {
             purpose,
@@ -372,7 +372,7 @@ impl Store {
         let (keys, key_id) = self.known_subject(tenant, subject).await?;
         let mut w = self.begin_write().await?;
         self.ensure_not_erased(&mut w, &key_id).await?;
-        let views = self.consent_views(&mut w, tenant, &keys.ledger_ref).await?;
+        let views = self.consent_views(w.conn(), tenant, &keys.ledger_ref).await?;
         let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
         w.append(
             Some(tenant),
@@ -389,7 +389,7 @@ impl Store {
     /// The subject's consents in force, within the caller's transaction.
     pub(super) async fn consent_views(
         &self,
-        w: &mut WriteTx<'_>,
+        conn: &mut AnyConnection,
         tenant: TenantId,
         subject: &SubjectRef,
     ) -> Result<Vec<ConsentView>, StoreError> {
@@ -398,14 +398,14 @@ impl Store {
         )
         .bind(tenant.get())
         .bind(subject.as_bytes().to_vec())
-        .fetch_all(w.conn())
+        .fetch_all(conn)
         .await?;
         let mut views = Vec::with_capacity(rows.len());
         for row in rows {
-            let Some(purpose) = Purpose::parse(&row.try_get::<String, _>(0)?) else {
-                continue;
-            };
-            let notice_version = u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0);
+            let purpose = Purpose::parse(&row.try_get::<String, _>(0)?)
+                .ok_or_else(|| StoreError::Corrupt("a stored consent names an unknown purpose".into()))?;
+            let notice_version = u32::try_from(row.try_get::<i64, _>(1)?)
+                .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
             let kinds = Kinds::decode(&row.try_get::<String, _>(2)?);
             views.push(ConsentView {
                 purpose,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use super::StoreError;
 
@@ -122,7 +122,7 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
         }
         setup.close().await;
     }
-    let pool = AnyPoolOptions::new()
+    let pool = never_inside_a_transaction(AnyPoolOptions::new())
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
@@ -141,6 +141,29 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
         .await?
         .try_get(0)?;
     Ok(pool)
+}
+
+/// Connections of a SQLite pool. Readers share the database with one writer
+/// at a time (WAL); see `EXPORT_SLOTS` for the exports' share.
+pub(super) const SQLITE_POOL_SIZE: u32 = 4;
+
+/// Defence in depth for invariant 9: a connection that comes back to the
+/// pool inside a transaction (a future dropped between `BEGIN` and the
+/// `Transaction` guard, sqlx issues 3932 and 4385) is closed, never handed
+/// to the next request with the transaction — and its locks — still open.
+/// Closing rolls the transaction back on both engines; a bare `ROLLBACK`
+/// would leave sqlx's depth counter wrong.
+fn never_inside_a_transaction(options: AnyPoolOptions) -> AnyPoolOptions {
+    fn idle(conn: &AnyConnection) -> bool {
+        let clean = !conn.is_in_transaction();
+        if !clean {
+            tracing::error!("closing a pooled connection returned inside a transaction");
+        }
+        clean
+    }
+    options
+        .after_release(|conn, _| Box::pin(async move { Ok(idle(conn)) }))
+        .before_acquire(|conn, _| Box::pin(async move { Ok(idle(conn)) }))
 }
 
 fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
@@ -174,8 +197,8 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
             .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
     }
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = AnyPoolOptions::new()
-        .max_connections(4)
+    let pool = never_inside_a_transaction(AnyPoolOptions::new())
+        .max_connections(SQLITE_POOL_SIZE)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _| {
             Box::pin(async move {

@@ -11,8 +11,8 @@ use sqlx::Row;
 
 use super::sql::Params;
 use super::{Access, Store, StoreError, WriteTx};
-use crate::audit::{Action, ErasureCounts};
-use crate::crypto::{SubjectRef, SubjectSalt, CURRENT_KEY_VERSION};
+use crate::audit::{Action, AuditEntry, ErasureCounts};
+use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
 use crate::domain::{Day, SubjectId};
 use crate::policy::Permission;
 
@@ -24,6 +24,30 @@ const SUBJECT_TABLES: [&str; 5] = [
     "consents",
     "consent_history",
 ];
+
+/// Each subject table with a column that identifies its rows, for purging
+/// in bounded chunks.
+const SUBJECT_TABLE_KEYS: [(&str, &str); 5] = [
+    ("records", "record_id"),
+    ("ledger_entries", "id"),
+    ("idempotency_keys", "event_key"),
+    ("consents", "purpose"),
+    ("consent_history", "id"),
+];
+
+/// Rows deleted per purge transaction: small enough that other writers
+/// wait milliseconds, not the length of the purge.
+const PURGE_CHUNK_ROWS: u64 = 2_000;
+
+fn receipt(erased_at: i64, counts: ErasureCounts, audit_seq: u64) -> ErasureReceipt {
+    ErasureReceipt {
+        erased_on: Day::from_days(erased_at.div_euclid(86_400))
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        counts,
+        audit_seq,
+    }
+}
 
 /// What an erasure did.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -71,77 +95,218 @@ impl Store {
         }
     }
 
-    /// Erases everything held on the subject. Their audit entries stay, and
-    /// still verify; without the salt their audit reference ties them to
-    /// nobody. The same id coming back later is a new person.
+    /// Erases everything held on the subject, in time independent of how
+    /// much is held: one transaction writes the tombstone and the audit
+    /// entry (with the counts of what is being erased), then the key is
+    /// shredded, and from that moment every copy of the person's ciphertext
+    /// is unreadable. The unreadable rows are purged afterwards by
+    /// `purge_erased`, resumably. Their audit entries stay, and still
+    /// verify; without the salt their audit reference ties them to nobody.
+    /// The same id coming back later is a new person.
+    ///
+    /// Cut anywhere, a retry completes it: before the commit nothing
+    /// happened; after it, the tombstone is found and the key shredded (the
+    /// start-up check does the same after a crash), with the same receipt.
     pub async fn erase_subject(&self, access: &Access, subject: &SubjectId) -> Result<ErasureReceipt, StoreError> {
         let tenant = self.authorize(access, Permission::EraseSubjects)?;
         let lookup = self.pseudonyms.pseudonymize(tenant, subject);
-        let row = sqlx::query("SELECT key_id, salt FROM subject_keys WHERE subject = $1")
-            .bind(lookup.as_bytes().to_vec())
-            .fetch_optional(&self.keys)
-            .await?
-            .ok_or(StoreError::SubjectNotFound)?;
-        let key_id: Vec<u8> = row.try_get(0)?;
-        let key_id_array: [u8; 16] = key_id
-            .clone()
+        let key = self.key_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
+        let key_id: [u8; 16] = key
+            .key_id
+            .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt("key id is not 16 bytes".into()))?;
-        let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(1)?)
-            .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
-        let keys = self.root.subject_keys(&salt, CURRENT_KEY_VERSION);
-        drop(salt);
-        let today = self.today_start();
+        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
+        drop(key);
 
-        // 1. The tombstone, durable before the key goes.
-        sqlx::query("INSERT INTO erasures (key_id, erased_on) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING")
-            .bind(key_id.clone())
-            .bind(today)
-            .execute(&self.ledger)
+        // 1. Tombstone and audit entry, in one transaction.
+        let mut w = self.begin_write().await?;
+        let earlier = sqlx::query("SELECT erased_on, audit_seq FROM erasures WHERE key_id = $1")
+            .bind(key_id.to_vec())
+            .fetch_optional(w.conn())
             .await?;
+        let receipt = match earlier {
+            // A retry of an erasure whose key was not shredded yet.
+            Some(row) if row.try_get::<Option<i64>, _>(1)?.is_some() => {
+                let erased_on: i64 = row.try_get(0)?;
+                let seq = row.try_get::<Option<i64>, _>(1)?.unwrap_or_default();
+                let counts = self.erasure_counts_logged_at(&mut w, seq).await?;
+                drop(w);
+                receipt(erased_on, counts, seq as u64)
+            }
+            earlier => {
+                let mut counted = [0u32; 5];
+                for (n, table) in counted.iter_mut().zip(SUBJECT_TABLES) {
+                    let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND subject = $2");
+                    let count: i64 = sqlx::query(&sql)
+                        .bind(tenant.get())
+                        .bind(keys.ledger_ref.as_bytes().to_vec())
+                        .fetch_one(w.conn())
+                        .await?
+                        .try_get(0)?;
+                    *n = u32::try_from(count).unwrap_or(u32::MAX);
+                }
+                let [records, ledger_entries, idempotency_keys, consents, consent_history] = counted;
+                let counts = ErasureCounts {
+                    records,
+                    ledger_entries,
+                    idempotency_keys,
+                    consents,
+                    consent_history,
+                };
+                let audit_seq = w.append(
+                    Some(tenant),
+                    Action::SubjectErased {
+                        subject: keys.audit_ref,
+                        key_id,
+                        counts,
+                    },
+                );
+                // A tombstone without an audit entry is one the start-up
+                // check wrote for an erasure of the old, three-step kind.
+                let sql = if earlier.is_some() {
+                    "UPDATE erasures SET erased_on = $2, tenant_id = $3, pending_ref = $4, audit_seq = $5 \
+                     WHERE key_id = $1"
+                } else {
+                    "INSERT INTO erasures (key_id, erased_on, tenant_id, pending_ref, audit_seq) \
+                     VALUES ($1, $2, $3, $4, $5)"
+                };
+                sqlx::query(sql)
+                    .bind(key_id.to_vec())
+                    .bind(w.at)
+                    .bind(tenant.get())
+                    .bind(keys.ledger_ref.as_bytes().to_vec())
+                    .bind(audit_seq as i64)
+                    .execute(w.conn())
+                    .await?;
+                let at = w.at;
+                w.commit().await?;
+                receipt(at, counts, audit_seq)
+            }
+        };
         // 2. Shred: from here on the subject's ciphertext is unreadable.
         sqlx::query("DELETE FROM subject_keys WHERE key_id = $1")
-            .bind(key_id)
+            .bind(key_id.to_vec())
             .execute(&self.keys)
             .await?;
-        // 3. Purge the rows, in bulk, with the audit entry.
+        // The salt leaves the key store's files now, not at the next
+        // automatic checkpoint.
+        self.flush_deleted_pages(&[&self.keys]).await;
+        self.purge_wanted.notify_one();
+        Ok(receipt)
+    }
+
+    /// The counts the `SubjectErased` entry at `seq` recorded.
+    async fn erasure_counts_logged_at(&self, w: &mut WriteTx<'_>, seq: i64) -> Result<ErasureCounts, StoreError> {
+        let entry: Option<Vec<u8>> = sqlx::query("SELECT entry FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(w.conn())
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?
+            .flatten();
+        let entry = entry.ok_or_else(|| StoreError::Corrupt(format!("erasure entry {seq} is missing")))?;
+        match AuditEntry::decode(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?.action {
+            Action::SubjectErased { counts, .. } => Ok(counts),
+            _ => Err(StoreError::Corrupt(format!("entry {seq} is not an erasure"))),
+        }
+    }
+
+    /// Purges the rows of erasures whose key is shredded, a bounded chunk
+    /// per transaction so that a large account never holds the write lock
+    /// for long; each chunk is logged (`OrphansPurged`) with its deletion.
+    /// Resumable: a crash leaves the tombstone pending, and the next run
+    /// (at start-up, after each erasure, with each sweep) goes on. Returns
+    /// the rows purged.
+    pub async fn purge_erased(&self) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        loop {
+            let pending = sqlx::query(
+                "SELECT key_id, tenant_id, pending_ref FROM erasures WHERE pending_ref IS NOT NULL LIMIT 100",
+            )
+            .fetch_all(&self.ledger)
+            .await?;
+            let mut progressed = false;
+            for row in &pending {
+                let key_id: Vec<u8> = row.try_get(0)?;
+                // Only once its key is gone: a tombstone whose shred has not
+                // happened yet is finished by the retry or the start-up check.
+                if self.key_exists(&key_id).await? {
+                    continue;
+                }
+                let (tenant, subject): (i64, Vec<u8>) = (row.try_get(1)?, row.try_get(2)?);
+                loop {
+                    let (rows, done) = self.purge_chunk(&key_id, tenant, &subject).await?;
+                    purged += rows;
+                    if done {
+                        break;
+                    }
+                }
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if purged > 0 {
+            self.flush_deleted_pages(&[&self.ledger]).await;
+        }
+        Ok(purged)
+    }
+
+    /// Erasures whose rows are not purged yet.
+    pub async fn erasures_pending(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM erasures WHERE pending_ref IS NOT NULL")
+            .fetch_one(&self.ledger)
+            .await?
+            .try_get(0)?;
+        Ok(n as u64)
+    }
+
+    async fn key_exists(&self, key_id: &[u8]) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM subject_keys WHERE key_id = $1")
+            .bind(key_id.to_vec())
+            .fetch_optional(&self.keys)
+            .await?
+            .is_some())
+    }
+
+    /// Deletes up to `PURGE_CHUNK_ROWS` of one erased subject's rows with
+    /// the audit entry counting them; when none are left, marks the
+    /// tombstone purged (forgetting the rows' reference). Returns (rows
+    /// deleted, done).
+    async fn purge_chunk(&self, key_id: &[u8], tenant: i64, subject: &[u8]) -> Result<(u64, bool), StoreError> {
         let mut w = self.begin_write().await?;
-        let mut deleted = [0u32; 5];
-        for (n, table) in deleted.iter_mut().zip(SUBJECT_TABLES) {
-            let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2");
-            let done = sqlx::query(&sql)
-                .bind(tenant.get())
-                .bind(keys.ledger_ref.as_bytes().to_vec())
+        let mut rows = 0;
+        for (table, key) in SUBJECT_TABLE_KEYS {
+            let budget = PURGE_CHUNK_ROWS - rows;
+            if budget == 0 {
+                break;
+            }
+            let sql = format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2 AND {key} IN \
+                 (SELECT {key} FROM {table} WHERE tenant_id = $1 AND subject = $2 LIMIT $3)"
+            );
+            rows += sqlx::query(&sql)
+                .bind(tenant)
+                .bind(subject.to_vec())
+                .bind(budget as i64)
+                .execute(w.conn())
+                .await?
+                .rows_affected();
+        }
+        let done = rows < PURGE_CHUNK_ROWS;
+        if done {
+            sqlx::query("UPDATE erasures SET tenant_id = NULL, pending_ref = NULL WHERE key_id = $1")
+                .bind(key_id.to_vec())
                 .execute(w.conn())
                 .await?;
-            *n = u32::try_from(done.rows_affected()).unwrap_or(u32::MAX);
         }
-        let [records, ledger_entries, idempotency_keys, consents, consent_history] = deleted;
-        let counts = ErasureCounts {
-            records,
-            ledger_entries,
-            idempotency_keys,
-            consents,
-            consent_history,
-        };
-        let audit_seq = w.append(
-            Some(tenant),
-            Action::SubjectErased {
-                subject: keys.audit_ref,
-                key_id: key_id_array,
-                counts,
-            },
-        );
+        if rows > 0 {
+            w.append(None, Action::OrphansPurged { rows });
+        }
         w.commit().await?;
-        self.flush_deleted_pages().await;
-        let erased_on = Day::from_days(today.div_euclid(86_400))
-            .map(|d| d.to_string())
-            .unwrap_or_default();
-        Ok(ErasureReceipt {
-            erased_on,
-            counts,
-            audit_seq,
-        })
+        Ok((rows, done))
     }
 
     /// Re-applies every recorded erasure: deletes each key the tombstone list
@@ -234,7 +399,7 @@ impl Store {
         }
         w.append(None, Action::OrphansPurged { rows });
         w.commit().await?;
-        self.flush_deleted_pages().await;
+        self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
         Ok(rows)
     }
 }

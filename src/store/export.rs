@@ -2,34 +2,51 @@
 //! and 20), as one document, in one audited read. Its layout is
 //! `docs/export.schema.json`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::consent::Kinds;
 use super::reads::RecordView;
+use super::retention::Cutoffs;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, AuditEntry, ReadScope};
-use crate::domain::{Day, Methodology, Milligrams, SubjectId};
+use crate::crypto::SubjectKeys;
+use crate::domain::{Day, Methodology, Milligrams, SubjectId, TenantId};
 use crate::policy::{DataClass, Permission};
 
 pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";
 
+/// What an export holds besides its long lists, which `ExportSession`
+/// hands out page by page: records, ledger lines and audit entries.
 #[derive(Clone, Debug, Serialize)]
-pub struct Export {
+pub struct ExportHeader {
     pub format: &'static str,
     pub generated_on: String,
     /// The platform that reported the data and holds this account.
     pub controller: Controller,
     pub consents: Vec<super::ConsentView>,
     pub consent_history: Vec<ConsentEvent>,
-    pub records: Vec<ExportRecord>,
-    pub ledger: Ledger,
-    /// The audit entries that concern the person (by their audit reference).
-    pub audit_entries: Vec<Value>,
+    /// Totals of the ledger lines: grams of the behaviours, and every
+    /// line's points.
+    pub reduction_g: Milligrams,
+    pub points_balance: i64,
+    /// How many records the export holds (what the audit entry counts).
+    pub records: u32,
     pub processing: Processing,
+}
+
+/// The whole export in one value, for tests and tools (memory grows with
+/// the person's data).
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub header: ExportHeader,
+    pub records: Vec<ExportRecord>,
+    pub ledger_lines: Vec<LedgerLine>,
+    pub audit_entries: Vec<AuditEntry>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,13 +81,6 @@ pub struct Factor {
     pub points_per_unit: u32,
     pub source: String,
     pub points_source: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Ledger {
-    pub reduction_g: Milligrams,
-    pub points_balance: i64,
-    pub entries: Vec<LedgerLine>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -118,72 +128,80 @@ fn factor_of(m: &Methodology, kind: &str, variant: Option<&str>) -> Option<Facto
     })
 }
 
-impl Store {
-    pub async fn export(&self, access: &Access, subject: &SubjectId) -> Result<Export, StoreError> {
-        let tenant = self.authorize(access, Permission::ExportSubjects)?;
-        let (keys, key_id) = self.known_subject(tenant, subject).await?;
-        let (t, s) = (tenant.get(), keys.ledger_ref.as_bytes().to_vec());
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
+/// Rows read per page: bounds the memory an export takes, whatever its size.
+pub const EXPORT_PAGE: u32 = 500;
 
-        let name: String = sqlx::query("SELECT name FROM tenants WHERE id = $1")
-            .bind(t)
-            .fetch_one(w.conn())
-            .await?
-            .try_get(0)?;
-        let consents = self.consent_views(&mut w, tenant, &keys.ledger_ref).await?;
-        let consent_history = sqlx::query(
-            "SELECT purpose, action, notice_version, kinds, at FROM consent_history \
-             WHERE tenant_id = $1 AND subject = $2 AND (at >= $3 OR (action = 'grant' AND id IN \
-             (SELECT MAX(id) FROM consent_history GROUP BY tenant_id, subject, purpose))) ORDER BY id",
-        )
-        .bind(t)
-        .bind(s.clone())
-        .bind(self.cutoffs().consent_history_at)
-        .fetch_all(w.conn())
-        .await?
-        .iter()
-        .map(|row| {
-            let kinds = Kinds::decode(&row.try_get::<String, _>(3)?);
-            Ok(ConsentEvent {
-                purpose: row.try_get(0)?,
-                action: row.try_get(1)?,
-                notice_version: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                all_kinds: kinds == Kinds::All,
-                kinds: kinds.list(&self.policies.methodology),
-                on: day_label(row.try_get::<i64, _>(4)?.div_euclid(86_400)),
+/// An export being read, from a read-only snapshot of the ledger whose
+/// access is already in the audit log: everything it hands out is what the
+/// logged read saw. Holds one of the store's export slots and one
+/// connection until dropped or closed.
+pub struct ExportSession {
+    snapshot: Transaction<'static, Any>,
+    _slot: OwnedSemaphorePermit,
+    tenant: TenantId,
+    keys: SubjectKeys,
+    cutoffs: Cutoffs,
+    methodologies: HashMap<String, Methodology>,
+    /// Where each list goes on; `None` once it is exhausted.
+    records_after: Option<Option<(Day, super::RecordId)>>,
+    ledger_after: Option<(i64, i64)>,
+    audit_after: Option<i64>,
+    pub header: ExportHeader,
+}
+
+impl ExportSession {
+    /// The next page of records (with the factor that produced each
+    /// figure), oldest-first order not guaranteed: newest day first. Empty
+    /// when there are no more.
+    pub async fn next_records(&mut self, store: &Store) -> Result<Vec<ExportRecord>, StoreError> {
+        let Some(cursor) = self.records_after else {
+            return Ok(Vec::new());
+        };
+        let (page, next) = store
+            .record_page(&mut self.snapshot, self.tenant, &self.keys, EXPORT_PAGE, cursor)
+            .await?;
+        self.records_after = next.map(Some);
+        Ok(page
+            .into_iter()
+            .map(|record| {
+                let factor = self
+                    .methodologies
+                    .get(&record.methodology_version)
+                    .and_then(|m| factor_of(m, &record.kind, record.variant.as_deref()));
+                ExportRecord { record, factor }
             })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect())
+    }
 
-        let mut records = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (page, next) = self.record_page(&mut w, tenant, &keys, 1000, cursor).await?;
-            records.extend(page);
-            match next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-
-        let lines = sqlx::query(
-            "SELECT day, record_id, kind, variant, reduction_mg, points, methodology_version, capped FROM ledger_entries \
-             WHERE tenant_id = $1 AND subject = $2 AND day >= $3 ORDER BY day, id",
+    /// The next page of ledger lines, by day. Empty when there are no more.
+    pub async fn next_ledger_lines(&mut self) -> Result<Vec<LedgerLine>, StoreError> {
+        let Some((after_day, after_id)) = self.ledger_after else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id \
+             FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 AND day >= $3 \
+             AND (day > $4 OR (day = $4 AND id > $5)) ORDER BY day, id LIMIT $6",
         )
-        .bind(t)
-        .bind(s)
-        .bind(self.cutoffs().ledger_day)
-        .fetch_all(w.conn())
+        .bind(self.tenant.get())
+        .bind(self.keys.ledger_ref.as_bytes().to_vec())
+        .bind(self.cutoffs.ledger_day)
+        .bind(after_day)
+        .bind(after_id)
+        .bind(i64::from(EXPORT_PAGE))
+        .fetch_all(&mut *self.snapshot)
         .await?;
-        let mut entries = Vec::with_capacity(lines.len());
-        for row in &lines {
+        let mut lines = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
             let record_id: Option<Vec<u8>> = row.try_get(1)?;
             let text = |i: usize| -> Result<Option<String>, StoreError> {
                 Ok(Some(row.try_get::<String, _>(i)?).filter(|v| !v.is_empty()))
             };
-            entries.push(LedgerLine {
-                day: day_label(row.try_get(0)?),
+            let day: i64 = row.try_get(0)?;
+            last = Some((day, row.try_get::<i64, _>(8)?));
+            lines.push(LedgerLine {
+                day: day_label(day),
                 record_id: record_id.map(hex::encode),
                 kind: text(2)?,
                 variant: text(3)?,
@@ -193,57 +211,231 @@ impl Store {
                 capped: row.try_get::<i64, _>(7)? != 0,
             });
         }
-        let ledger = Ledger {
-            reduction_g: Milligrams(
-                entries
-                    .iter()
-                    .filter(|e| e.record_id.is_some())
-                    .map(|e| e.reduction_g.0)
-                    .sum(),
-            ),
-            points_balance: entries.iter().map(|e| e.points).sum(),
-            entries,
+        self.ledger_after = last.filter(|_| rows.len() == EXPORT_PAGE as usize);
+        Ok(lines)
+    }
+
+    /// The next page of the audit entries that concern the person (by
+    /// their audit reference). Empty when there are no more.
+    pub async fn next_audit_entries(&mut self) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(after) = self.audit_after else {
+            return Ok(Vec::new());
         };
+        let rows = sqlx::query(
+            "SELECT seq, entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL AND at >= $2 \
+             AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(self.keys.audit_ref.as_bytes().to_vec())
+        .bind(self.cutoffs.audit_at)
+        .bind(after)
+        .bind(i64::from(EXPORT_PAGE))
+        .fetch_all(&mut *self.snapshot)
+        .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let bytes: Vec<u8> = row.try_get(1)?;
+            entries.push(AuditEntry::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        self.audit_after = match rows.last() {
+            Some(row) if rows.len() == EXPORT_PAGE as usize => Some(row.try_get(0)?),
+            _ => None,
+        };
+        Ok(entries)
+    }
+
+    /// Ends the read snapshot (it changed nothing) and frees the slot.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.snapshot.rollback().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens an export of everything held on the person: a read snapshot
+    /// first, whose counts go into the audit entry; then that entry is
+    /// committed (re-checking the erasure tombstones in the write
+    /// transaction, so an export never follows an erasure in the log);
+    /// only then is anything handed out. Memory stays bounded whatever the
+    /// person's size: the lists come out page by page.
+    pub async fn open_export(&self, access: &Access, subject: &SubjectId) -> Result<ExportSession, StoreError> {
+        let tenant = self.authorize(access, Permission::ExportSubjects)?;
+        let (keys, key_id) = self.known_subject(tenant, subject).await?;
+        let slot = self
+            .export_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Config("the store is closing".into()))?;
+        let mut snapshot = self.ledger.begin().await?;
+        if self.engine == super::Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *snapshot)
+                .await?;
+        }
+        let cutoffs = self.cutoffs();
+        let header = self.export_header(&mut snapshot, tenant, &keys, &key_id, cutoffs).await?;
+        let (header, methodologies) = header;
+
+        let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
+        w.append(
+            Some(tenant),
+            Action::SubjectRead {
+                subject: keys.audit_ref,
+                scope: ReadScope::Export,
+                items: header.records,
+            },
+        );
+        w.commit().await?;
+        Ok(ExportSession {
+            snapshot,
+            _slot: slot,
+            tenant,
+            keys,
+            cutoffs,
+            methodologies,
+            records_after: Some(None),
+            ledger_after: Some((i64::MIN, i64::MIN)),
+            audit_after: Some(0),
+            header,
+        })
+    }
+
+    /// The whole export at once (memory grows with the person's data: the
+    /// HTTP API streams from `open_export` instead).
+    pub async fn export(&self, access: &Access, subject: &SubjectId) -> Result<Export, StoreError> {
+        let mut session = self.open_export(access, subject).await?;
+        let mut export = Export {
+            header: session.header.clone(),
+            records: Vec::new(),
+            ledger_lines: Vec::new(),
+            audit_entries: Vec::new(),
+        };
+        loop {
+            let page = session.next_records(self).await?;
+            if page.is_empty() {
+                break;
+            }
+            export.records.extend(page);
+        }
+        loop {
+            let page = session.next_ledger_lines().await?;
+            if page.is_empty() {
+                break;
+            }
+            export.ledger_lines.extend(page);
+        }
+        loop {
+            let page = session.next_audit_entries().await?;
+            if page.is_empty() {
+                break;
+            }
+            export.audit_entries.extend(page);
+        }
+        session.close().await?;
+        Ok(export)
+    }
+
+    /// Everything but the long lists, read in the export's snapshot, with
+    /// the methodologies its records were computed under.
+    async fn export_header(
+        &self,
+        snapshot: &mut AnyConnection,
+        tenant: TenantId,
+        keys: &SubjectKeys,
+        key_id: &[u8],
+        cutoffs: Cutoffs,
+    ) -> Result<(ExportHeader, HashMap<String, Methodology>), StoreError> {
+        let (t, s) = (tenant.get(), keys.ledger_ref.as_bytes().to_vec());
+        // The snapshot must not predate nothing: an erasure committed
+        // before it is seen here.
+        let erased = sqlx::query("SELECT 1 FROM erasures WHERE key_id = $1")
+            .bind(key_id.to_vec())
+            .fetch_optional(&mut *snapshot)
+            .await?;
+        if erased.is_some() {
+            return Err(StoreError::SubjectNotFound);
+        }
+        let name: String = sqlx::query("SELECT name FROM tenants WHERE id = $1")
+            .bind(t)
+            .fetch_one(&mut *snapshot)
+            .await?
+            .try_get(0)?;
+        let consents = self.consent_views(snapshot, tenant, &keys.ledger_ref).await?;
+        let consent_history = sqlx::query(
+            "SELECT purpose, action, notice_version, kinds, at FROM consent_history \
+             WHERE tenant_id = $1 AND subject = $2 AND (at >= $3 OR (action = 'grant' AND id IN \
+             (SELECT MAX(id) FROM consent_history GROUP BY tenant_id, subject, purpose))) ORDER BY id",
+        )
+        .bind(t)
+        .bind(s.clone())
+        .bind(cutoffs.consent_history_at)
+        .fetch_all(&mut *snapshot)
+        .await?
+        .iter()
+        .map(|row| {
+            let kinds = Kinds::decode(&row.try_get::<String, _>(3)?);
+            Ok(ConsentEvent {
+                purpose: row.try_get(0)?,
+                action: row.try_get(1)?,
+                notice_version: u32::try_from(row.try_get::<i64, _>(2)?)
+                    .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?,
+                all_kinds: kinds == Kinds::All,
+                kinds: kinds.list(&self.policies.methodology),
+                on: day_label(row.try_get::<i64, _>(4)?.div_euclid(86_400)),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let totals = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN record_id IS NULL THEN 0 ELSE reduction_mg END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(points), 0) AS BIGINT) \
+             FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 AND day >= $3",
+        )
+        .bind(t)
+        .bind(s.clone())
+        .bind(cutoffs.ledger_day)
+        .fetch_one(&mut *snapshot)
+        .await?;
+        // What `record_page` will hand out, counted the same way.
+        let records: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+             WHERE r.tenant_id = $1 AND r.subject = $2 AND r.day >= $3",
+        )
+        .bind(t)
+        .bind(s.clone())
+        .bind(cutoffs.records_day)
+        .fetch_one(&mut *snapshot)
+        .await?
+        .try_get(0)?;
 
         // The rules each figure was computed under, as stored when first used.
-        let versions: BTreeSet<String> = records.iter().map(|r| r.methodology_version.clone()).collect();
+        let versions: Vec<String> = sqlx::query(
+            "SELECT DISTINCT l.methodology_version FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+             WHERE r.tenant_id = $1 AND r.subject = $2 AND r.day >= $3",
+        )
+        .bind(t)
+        .bind(s)
+        .bind(cutoffs.records_day)
+        .fetch_all(&mut *snapshot)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
         let mut methodologies = HashMap::new();
-        for version in &versions {
+        for version in versions {
             let body: Option<String> = sqlx::query("SELECT body FROM methodologies WHERE version = $1")
-                .bind(version)
-                .fetch_optional(w.conn())
+                .bind(&version)
+                .fetch_optional(&mut *snapshot)
                 .await?
                 .map(|row| row.try_get(0))
                 .transpose()?;
             if let Some(m) = body.and_then(|b| Methodology::from_toml(&b).ok()) {
-                methodologies.insert(version.clone(), m);
+                methodologies.insert(version, m);
             }
         }
-        let records: Vec<ExportRecord> = records
-            .into_iter()
-            .map(|record| {
-                let factor = methodologies
-                    .get(&record.methodology_version)
-                    .and_then(|m| factor_of(m, &record.kind, record.variant.as_deref()));
-                ExportRecord { record, factor }
-            })
-            .collect();
-
-        let audit_entries = sqlx::query(
-            "SELECT entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL AND at >= $2 ORDER BY seq",
-        )
-        .bind(keys.audit_ref.as_bytes().to_vec())
-        .bind(self.cutoffs().audit_at)
-        .fetch_all(w.conn())
-        .await?
-        .iter()
-        .map(|row| {
-            let bytes: Vec<u8> = row.try_get(0)?;
-            Ok(AuditEntry::decode(&bytes)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                .to_json())
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut listed: Vec<(&String, &Methodology)> = methodologies.iter().collect();
+        listed.sort_by(|a, b| a.0.cmp(b.0));
 
         let policies = &self.policies;
         let processing = Processing {
@@ -271,32 +463,22 @@ impl Store {
                     .to_owned(),
                 "auditors: audit entries only, under the audit reference, never the records".to_owned(),
             ],
-            methodologies: methodologies
+            methodologies: listed
                 .iter()
                 .map(|(v, m)| serde_json::json!({ "version": v, "title": m.title, "description": m.description }))
                 .collect(),
         };
-
-        let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        w.append(
-            Some(tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
-                scope: ReadScope::Export,
-                items,
-            },
-        );
-        w.commit().await?;
-        Ok(Export {
+        let header = ExportHeader {
             format: EXPORT_FORMAT,
             generated_on: day_label(self.today_start().div_euclid(86_400)),
             controller: Controller { tenant: t, name },
             consents,
             consent_history,
-            records,
-            ledger,
-            audit_entries,
+            reduction_g: Milligrams(totals.try_get(0)?),
+            points_balance: totals.try_get(1)?,
+            records: u32::try_from(records).unwrap_or(u32::MAX),
             processing,
-        })
+        };
+        Ok((header, methodologies))
     }
 }

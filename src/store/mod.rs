@@ -38,7 +38,7 @@ pub use audit_log::AuditCheck;
 pub use consent::{ConsentChange, ConsentView, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
-pub use export::{Export, ExportRecord};
+pub use export::{Export, ExportHeader, ExportRecord, ExportSession, LedgerLine};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
 pub use tenants::ApiKey;
@@ -121,7 +121,16 @@ pub struct Store {
     /// Serializes this process's write transactions; the audit head row lock
     /// serializes them across processes.
     write_lock: tokio::sync::Mutex<()>,
+    /// Woken after each erasure: its rows wait for `purge_erased`.
+    purge_wanted: tokio::sync::Notify,
+    /// Exports stream from a read snapshot that holds a connection for as
+    /// long as the client reads; this bounds how many do at once.
+    export_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Exports streaming at once: with the SQLite pool's four connections, two
+/// stay for the writer and other reads.
+const EXPORT_SLOTS: usize = 2;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -199,7 +208,11 @@ impl Store {
             clock,
             policies,
             write_lock: tokio::sync::Mutex::new(()),
+            purge_wanted: tokio::sync::Notify::new(),
+            export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
         };
+        // Erasures a crash left unpurged are taken up by the first run.
+        store.purge_wanted.notify_one();
         store.check_root_key().await?;
         store.check_key_store_pair().await?;
         Ok(store)
@@ -224,6 +237,12 @@ impl Store {
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// Completes when an erasure left rows for `purge_erased` (or at once,
+    /// the first time, for those a previous run left).
+    pub async fn purge_wanted(&self) {
+        self.purge_wanted.notified().await;
     }
 
     pub async fn close(&self) {

@@ -2,10 +2,10 @@
 //! transaction, before the data is returned.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::ingest::RecordId;
-use super::{Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, RecordAad, SubjectKeys};
 use crate::domain::{month_label, CoarseRecord, Day, Milligrams, SubjectId, TenantId};
@@ -171,7 +171,7 @@ impl Store {
         let mut w = self.begin_write().await?;
         self.ensure_not_erased(&mut w, &key_id).await?;
         let (records, next) = self
-            .record_page(&mut w, access.actor.tenant, &keys, limit.clamp(1, 1000), cursor)
+            .record_page(w.conn(), access.actor.tenant, &keys, limit.clamp(1, 1000), cursor)
             .await?;
         let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
         w.append(
@@ -191,7 +191,7 @@ impl Store {
     /// day first, and where the next page starts (if there is one).
     pub(super) async fn record_page(
         &self,
-        w: &mut WriteTx<'_>,
+        conn: &mut AnyConnection,
         tenant: TenantId,
         keys: &SubjectKeys,
         limit: u32,
@@ -214,7 +214,7 @@ impl Store {
         .bind(before_id)
         .bind(self.cutoffs().records_day)
         .bind(i64::from(limit) + 1)
-        .fetch_all(w.conn())
+        .fetch_all(conn)
         .await?;
         let more = rows.len() > limit as usize;
         let mut records = Vec::with_capacity(rows.len().min(limit as usize));

@@ -1,7 +1,7 @@
 //! Retention: every read hides data past its period (`Cutoffs`), and the
 //! sweeper purges it.
 
-use sqlx::Executor;
+use sqlx::{AnyPool, Executor};
 use time::Duration;
 
 use super::{audit_log, Engine, Store, StoreError};
@@ -67,9 +67,10 @@ impl Store {
         };
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
-        self.flush_deleted_pages().await;
-        // Rows whose key is gone (an erasure interrupted between shredding
-        // and purging) are unreadable; the sweeper removes them too.
+        self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
+        // Rows whose key is gone are unreadable: those of erasures whose
+        // purge has not finished, and any a crash or a restore left behind.
+        self.purge_erased().await?;
         self.purge_orphans().await?;
         Ok((counts, seq))
     }
@@ -81,9 +82,9 @@ impl Store {
     /// Runs after the deletion committed, so a failure is logged, not
     /// returned: the deletion stands, and the next checkpoint (or sweep)
     /// flushes the pages.
-    pub(super) async fn flush_deleted_pages(&self) {
+    pub(super) async fn flush_deleted_pages(&self, pools: &[&AnyPool]) {
         if self.engine == Engine::Sqlite {
-            for pool in [&self.ledger, &self.keys] {
+            for pool in pools {
                 if let Err(e) = pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await {
                     tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion");
                 }

@@ -155,7 +155,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState { store: store.clone() };
+        let state = AppState::new(store.clone());
         tokio::spawn(async move {
             carbon_ledger::server::serve(listener, state, async {
                 let _ = rx.await;
@@ -264,6 +264,18 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.get_as(&self.key, path).await
+    }
+
+    /// Waits until the service's background purge has removed every erased
+    /// person's rows (what an erasure leaves once it has answered).
+    pub async fn erasures_purged(&self) {
+        for _ in 0..200 {
+            if self.store.erasures_pending().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the background purge did not finish erasures within 10 s");
     }
 
     /// A direct connection to the ledger database, for tests that play the

@@ -270,7 +270,9 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
         .iter()
         .any(|e| e.seq > seq && e.action.subject() == Some(subject)));
 
-    // On the bytes: none of her ciphertext, nor her salt, in any file.
+    // On the bytes, once the background purge is done: none of her
+    // ciphertext, nor her salt, in any file.
+    app.erasures_purged().await;
     if app.backend == Backend::Sqlite {
         let files: Vec<u8> = ["ledger.db", "ledger.db-wal", "keys.db", "keys.db-wal"]
             .iter()
@@ -345,6 +347,7 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
     app.send(app.client.delete(app.url("/v1/subjects/rosa")).bearer_auth(&app.key))
         .await;
     assert_eq!(openable(&app, &backup).await, 0);
+    app.erasures_purged().await;
 
     // Restore the key store (and the records) from the old backup: the erased
     // person is readable again...

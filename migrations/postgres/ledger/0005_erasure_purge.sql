@@ -1,0 +1,13 @@
+-- An erasure answers once its tombstone and audit entry are committed and
+-- the key is shredded; the rows, unreadable from then on, are purged in
+-- the background. Until that purge is done the tombstone keeps the rows'
+-- tenant and ledger reference (already on every row it points at; cleared
+-- by the purge), and it keeps the erasure's audit entry so that a retry
+-- answers with the same receipt.
+ALTER TABLE erasures ADD COLUMN tenant_id BIGINT;
+ALTER TABLE erasures ADD COLUMN pending_ref BYTEA;
+ALTER TABLE erasures ADD COLUMN audit_seq BIGINT;
+CREATE INDEX erasures_pending ON erasures (key_id) WHERE pending_ref IS NOT NULL;
+
+-- Erasure counts and purges a person's retry keys by these.
+CREATE INDEX idempotency_by_subject ON idempotency_keys (tenant_id, subject);

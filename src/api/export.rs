@@ -1,0 +1,257 @@
+//! `GET /v1/subjects/{id}/export`: everything held on the person, as JSON
+//! (`docs/export.schema.json`) or, with `?format=csv`, the records as CSV.
+//!
+//! Streamed: the store hands out pages from a read snapshot whose access is
+//! already logged, and a task of its own renders each page and sends it
+//! through a small channel to the socket, so memory stays flat whatever
+//! the person's size. The task, not the client, decides when the snapshot
+//! ends: a client that hangs up or stops reading ends it at the next page
+//! (after `STALL` without reading, or `DEADLINE` in all).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::extract::{Caller, Subject};
+use super::{ApiError, AppState};
+use crate::store::{ExportSession, Purpose, Store, StoreError};
+
+/// A client that reads nothing for this long is cut off.
+const STALL: Duration = Duration::from_secs(30);
+/// No export holds its snapshot longer than this.
+const DEADLINE: Duration = Duration::from_secs(300);
+/// Rendered pages waiting for the socket.
+const QUEUED_PAGES: usize = 2;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    format: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Csv,
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let format = match query.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some(_) => return Err(ApiError::Malformed("format is json (the default) or csv".into())),
+    };
+    // Refusals (role, unknown or erased person) answer here, as problems;
+    // once this returns, the read is logged and the body starts.
+    let session = state
+        .store
+        .open_export(&caller.access(Purpose::Accounting), &subject)
+        .await?;
+    let (pages, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_PAGES);
+    tokio::spawn(stream(state.store.clone(), session, format, pages));
+    let body = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|page| (page, body)) });
+    let content_type = match format {
+        Format::Json => "application/json",
+        Format::Csv => "text/csv; charset=utf-8",
+    };
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// Why streaming stopped early.
+enum Stop {
+    /// The client hung up, stopped reading, or took too long.
+    Client,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+/// Sends rendered pages to the response body, with the limits above.
+struct Pages {
+    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+impl Pages {
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > self.deadline {
+            return Err(Stop::Client);
+        }
+        let page = Bytes::from(std::mem::take(&mut self.buf));
+        self.out.send_timeout(Ok(page), STALL).await.map_err(|_| Stop::Client)
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
+        serde_json::to_writer(&mut self.buf, value)
+            .map_err(|e| Stop::Store(StoreError::Corrupt(format!("export rendering: {e}"))))
+    }
+}
+
+async fn stream(
+    store: Arc<Store>,
+    mut session: ExportSession,
+    format: Format,
+    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut pages = Pages {
+        out,
+        buf: Vec::with_capacity(64 * 1024),
+        deadline: Instant::now() + DEADLINE,
+    };
+    let result = match format {
+        Format::Json => json(&store, &mut session, &mut pages).await,
+        Format::Csv => csv(&store, &mut session, &mut pages).await,
+    };
+    match result {
+        Ok(()) | Err(Stop::Client) => {}
+        Err(Stop::Store(e)) => {
+            tracing::error!(error = %e, "export failed while streaming");
+            // Ends the body with an error: the client sees a cut response,
+            // never a complete-looking one.
+            let _ = pages.out.send(Err(std::io::Error::other("export failed"))).await;
+        }
+    }
+    if let Err(e) = session.close().await {
+        tracing::warn!(error = %e, "closing an export snapshot failed");
+    }
+}
+
+async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> Result<(), Stop> {
+    let h = &session.header;
+    pages.push(b"{\"format\":");
+    pages.json(h.format)?;
+    pages.push(b",\"generated_on\":");
+    pages.json(&h.generated_on)?;
+    pages.push(b",\"controller\":");
+    pages.json(&h.controller)?;
+    pages.push(b",\"consents\":");
+    pages.json(&h.consents)?;
+    pages.push(b",\"consent_history\":");
+    pages.json(&h.consent_history)?;
+    pages.push(b",\"records\":[");
+    let mut first = true;
+    loop {
+        let records = session.next_records(store).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            if !std::mem::take(&mut first) {
+                pages.push(b",");
+            }
+            pages.json(record)?;
+        }
+        pages.flush().await?;
+    }
+    let h = &session.header;
+    pages.push(b"],\"ledger\":{\"reduction_g\":");
+    pages.json(&h.reduction_g)?;
+    pages.push(b",\"points_balance\":");
+    pages.json(&h.points_balance)?;
+    pages.push(b",\"entries\":[");
+    let mut first = true;
+    loop {
+        let lines = session.next_ledger_lines().await?;
+        if lines.is_empty() {
+            break;
+        }
+        for line in &lines {
+            if !std::mem::take(&mut first) {
+                pages.push(b",");
+            }
+            pages.json(line)?;
+        }
+        pages.flush().await?;
+    }
+    pages.push(b"]},\"audit_entries\":[");
+    let mut first = true;
+    loop {
+        let entries = session.next_audit_entries().await?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in &entries {
+            if !std::mem::take(&mut first) {
+                pages.push(b",");
+            }
+            pages.json(&entry.to_json())?;
+        }
+        pages.flush().await?;
+    }
+    pages.push(b"],\"processing\":");
+    pages.json(&session.header.processing)?;
+    pages.push(b"}");
+    pages.flush().await
+}
+
+async fn csv(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> Result<(), Stop> {
+    pages.push(b"record_id,day,kind,variant,quantity,region,reduction_g,points,methodology_version,capped\r\n");
+    loop {
+        let records = session.next_records(store).await?;
+        if records.is_empty() {
+            break;
+        }
+        for r in &records {
+            let r = &r.record;
+            let grams = serde_json::to_string(&r.reduction_g).unwrap_or_default();
+            let fields = [
+                r.record_id.as_str(),
+                r.day.as_str(),
+                r.kind.as_str(),
+                r.variant.as_deref().unwrap_or_default(),
+                &r.quantity.map(|q| q.to_string()).unwrap_or_default(),
+                r.region.as_deref().unwrap_or_default(),
+                &grams,
+                &r.points.to_string(),
+                r.methodology_version.as_str(),
+                if r.capped { "true" } else { "false" },
+            ];
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    pages.push(b",");
+                }
+                pages.push(csv_field(field).as_bytes());
+            }
+            pages.push(b"\r\n");
+        }
+        pages.flush().await?;
+    }
+    pages.flush().await
+}
+
+/// RFC 4180 quoting.
+fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
+    if field.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\"")).into()
+    } else {
+        field.into()
+    }
+}
