@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
@@ -43,6 +43,11 @@ impl Default for InFlight {
 }
 
 impl InFlight {
+    /// Waits until no request's work is under way.
+    pub async fn idle(&self) {
+        let _all = self.slots.acquire_many(MAX_IN_FLIGHT).await;
+    }
+
     /// Waits until every request's work has ended, and admits no more.
     pub async fn drain(&self) {
         if let Ok(all) = self.slots.acquire_many(MAX_IN_FLIGHT).await {
@@ -52,13 +57,20 @@ impl InFlight {
     }
 }
 
-pub(super) async fn detach(State(work): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
+/// A request's slot, in its extensions: work that outlives the handler (an
+/// export's streaming) keeps a clone, so the slot is free only when all of
+/// the request's work is done.
+#[derive(Clone, Debug)]
+pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+pub(super) async fn detach(State(work): State<Arc<InFlight>>, mut request: Request, next: Next) -> Response {
     // Waiting for a slot touches nothing shared: dropping it here is safe.
     let slot = match tokio::time::timeout(SLOT_WAIT, work.slots.clone().acquire_owned()).await {
-        Ok(Ok(slot)) => slot,
+        Ok(Ok(slot)) => Slot(Arc::new(slot)),
         Ok(Err(_)) => return ApiError::ShuttingDown.into_response(),
         Err(_) => return ApiError::Overloaded.into_response(),
     };
+    request.extensions_mut().insert(slot.clone());
     let task = tokio::spawn(async move {
         let response = next.run(request).await;
         drop(slot);

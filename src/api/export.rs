@@ -15,9 +15,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::detach::Slot;
 use super::extract::{Caller, Subject};
 use super::{ApiError, AppState};
 use crate::store::{ExportSession, Purpose, Store, StoreError};
@@ -43,6 +45,7 @@ enum Format {
 
 pub async fn export(
     State(state): State<AppState>,
+    Extension(slot): Extension<Slot>,
     caller: Caller,
     Subject(subject): Subject,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
@@ -60,8 +63,15 @@ pub async fn export(
         .open_export(&caller.access(Purpose::Accounting), &subject)
         .await?;
     let (pages, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_PAGES);
-    tokio::spawn(stream(state.store.clone(), session, format, pages));
-    let body = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|page| (page, body)) });
+    tokio::spawn(async move {
+        stream(state.store.clone(), session, format, pages).await;
+        // The request's work ends with its stream.
+        drop(slot);
+    });
+    let body = futures_util::stream::unfold(
+        body,
+        |mut body| async move { body.recv().await.map(|page| (page, body)) },
+    );
     let content_type = match format {
         Format::Json => "application/json",
         Format::Csv => "text/csv; charset=utf-8",

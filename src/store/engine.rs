@@ -143,6 +143,9 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
     Ok(pool)
 }
 
+/// How long a SQLite statement waits for a lock before failing as busy.
+pub(super) const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
 /// Connections of a SQLite pool. Readers share the database with one writer
 /// at a time (WAL); see `EXPORT_SLOTS` for the exports' share.
 pub(super) const SQLITE_POOL_SIZE: u32 = 4;
@@ -206,9 +209,11 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
                 // loss; secure_delete so purged rows do not linger in free pages.
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = 10000; PRAGMA secure_delete = ON;",
+                     PRAGMA secure_delete = ON;",
                 )
                 .await?;
+                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                    .await?;
                 Ok(())
             })
         })

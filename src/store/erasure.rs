@@ -206,7 +206,10 @@ impl Store {
             .transpose()?
             .flatten();
         let entry = entry.ok_or_else(|| StoreError::Corrupt(format!("erasure entry {seq} is missing")))?;
-        match AuditEntry::decode(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?.action {
+        match AuditEntry::decode(&entry)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .action
+        {
             Action::SubjectErased { counts, .. } => Ok(counts),
             _ => Err(StoreError::Corrupt(format!("entry {seq} is not an erasure"))),
         }

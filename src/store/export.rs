@@ -252,10 +252,9 @@ impl ExportSession {
 
 impl Store {
     /// Opens an export of everything held on the person: a read snapshot
-    /// first, whose counts go into the audit entry; then that entry is
-    /// committed (re-checking the erasure tombstones in the write
-    /// transaction, so an export never follows an erasure in the log);
-    /// only then is anything handed out. Memory stays bounded whatever the
+    /// whose counts go into the audit entry, committed (after re-checking
+    /// the erasure tombstones, so an export never follows an erasure in
+    /// the log) before anything is handed out. Memory stays bounded whatever the
     /// person's size: the lists come out page by page.
     pub async fn open_export(&self, access: &Access, subject: &SubjectId) -> Result<ExportSession, StoreError> {
         let tenant = self.authorize(access, Permission::ExportSubjects)?;
@@ -266,6 +265,12 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Config("the store is closing".into()))?;
+        // The snapshot starts while this transaction holds the write lock,
+        // so it sees exactly the state the audit entry is appended to; and
+        // no snapshot is ever held while waiting for the write lock (a
+        // checkpoint waiting for readers would wait for it in turn).
+        let mut w = self.begin_write().await?;
+        self.ensure_not_erased(&mut w, &key_id).await?;
         let mut snapshot = self.ledger.begin().await?;
         if self.engine == super::Engine::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -273,11 +278,7 @@ impl Store {
                 .await?;
         }
         let cutoffs = self.cutoffs();
-        let header = self.export_header(&mut snapshot, tenant, &keys, &key_id, cutoffs).await?;
-        let (header, methodologies) = header;
-
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
+        let (header, methodologies) = self.export_header(&mut snapshot, tenant, &keys, cutoffs).await?;
         w.append(
             Some(tenant),
             Action::SubjectRead {
@@ -343,19 +344,9 @@ impl Store {
         snapshot: &mut AnyConnection,
         tenant: TenantId,
         keys: &SubjectKeys,
-        key_id: &[u8],
         cutoffs: Cutoffs,
     ) -> Result<(ExportHeader, HashMap<String, Methodology>), StoreError> {
         let (t, s) = (tenant.get(), keys.ledger_ref.as_bytes().to_vec());
-        // The snapshot must not predate nothing: an erasure committed
-        // before it is seen here.
-        let erased = sqlx::query("SELECT 1 FROM erasures WHERE key_id = $1")
-            .bind(key_id.to_vec())
-            .fetch_optional(&mut *snapshot)
-            .await?;
-        if erased.is_some() {
-            return Err(StoreError::SubjectNotFound);
-        }
         let name: String = sqlx::query("SELECT name FROM tenants WHERE id = $1")
             .bind(t)
             .fetch_one(&mut *snapshot)

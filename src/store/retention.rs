@@ -1,9 +1,10 @@
 //! Retention: every read hides data past its period (`Cutoffs`), and the
 //! sweeper purges it.
 
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 use time::Duration;
 
+use super::engine::SQLITE_BUSY_TIMEOUT_MS;
 use super::{audit_log, Engine, Store, StoreError};
 use crate::audit::{Action, SweepCounts};
 use crate::domain::Day;
@@ -79,16 +80,36 @@ impl Store {
     /// `secure_delete` zeroes) and truncates it, so purged rows leave the
     /// files at once instead of at the next automatic checkpoint.
     ///
-    /// Runs after the deletion committed, so a failure is logged, not
-    /// returned: the deletion stands, and the next checkpoint (or sweep)
-    /// flushes the pages.
+    /// A truncating checkpoint waits for readers and holds off writers
+    /// while it waits, so it waits only briefly: with a long reader (a
+    /// streaming export) it gives up, and a later flush or SQLite's own
+    /// checkpoints move the pages. Runs after the deletion committed, so a
+    /// failure is logged, not returned.
     pub(super) async fn flush_deleted_pages(&self, pools: &[&AnyPool]) {
-        if self.engine == Engine::Sqlite {
-            for pool in pools {
-                if let Err(e) = pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await {
-                    tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion");
-                }
+        if self.engine != Engine::Sqlite {
+            return;
+        }
+        for pool in pools {
+            let flushed = async {
+                let mut conn = pool.acquire().await?;
+                conn.execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
+                    .await?;
+                let busy = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .and_then(|row| row.try_get::<i64, _>(0));
+                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                    .await?;
+                busy
+            };
+            match flushed.await {
+                Ok(0) => {}
+                Ok(_) => tracing::info!("a reader held the WAL; deleted pages leave it at a later checkpoint"),
+                Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion"),
             }
         }
     }
 }
+
+/// How long a truncating checkpoint waits for readers.
+const CHECKPOINT_WAIT_MS: u32 = 200;

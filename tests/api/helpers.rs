@@ -118,6 +118,8 @@ pub struct TestApp {
     /// A platform tenant's key.
     pub key: String,
     pub store: Arc<Store>,
+    /// The server's requests in flight, including those whose client left.
+    pub in_flight: Arc<carbon_ledger::api::InFlight>,
     pub database_url: String,
     pub root_key_file: PathBuf,
     pub dir: TempDir,
@@ -156,6 +158,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = AppState::new(store.clone());
+        let in_flight = state.in_flight.clone();
         tokio::spawn(async move {
             carbon_ledger::server::serve(listener, state, async {
                 let _ = rx.await;
@@ -170,6 +173,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             key: key.expose().to_owned(),
             store,
+            in_flight,
             database_url,
             root_key_file,
             dir,

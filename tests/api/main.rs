@@ -12,6 +12,7 @@ mod auditing;
 mod cli;
 mod consent;
 mod events;
+mod hangups;
 mod model;
 mod privacy;
 mod retention;

@@ -1,0 +1,186 @@
+//! Data subject rights over HTTP, against the real router on an ephemeral
+//! port: how export and erasure times and the server's peak memory move
+//! with the size of the person's account.
+//!
+//! cargo bench --bench rights
+//! CARBON_LEDGER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench rights
+//!
+//! Peak RSS is the process's high-water mark (`VmHWM`), reset before each
+//! export (Linux `clear_refs`), so each figure is the peak during that
+//! export alone, client included.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carbon_ledger::api::AppState;
+use carbon_ledger::clock::SystemClock;
+use carbon_ledger::crypto::RootKey;
+use carbon_ledger::domain::{minimize, parse_event, Role, SubjectId};
+use carbon_ledger::policy::PolicySet;
+use carbon_ledger::store::{Access, Actor, IngestItem, Kinds, Purpose, Store};
+use serde_json::json;
+
+const SIZES: [usize; 3] = [1_000, 10_000, 30_000];
+
+fn proc_status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn items(subject: &str, from: usize, n: usize, policies: &PolicySet) -> Vec<IngestItem> {
+    let now = time::OffsetDateTime::now_utc();
+    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    (from..from + n)
+        .map(|i| {
+            let raw = parse_event(json!({
+                "event_id": format!("{subject}-{i}"),
+                "subject": subject,
+                "kind": "transit_ride",
+                "occurred_at": at,
+                "region": "510502",
+                "data": {"mode": "bus"}
+            }))
+            .unwrap();
+            let record = minimize(&raw, &policies.methodology, now).unwrap();
+            IngestItem {
+                event_id: raw.event_id,
+                subject: raw.subject,
+                record,
+            }
+        })
+        .collect()
+}
+
+async fn run(name: &str, url: &str) {
+    let policies = Arc::new(PolicySet::load(None).unwrap());
+    let store = Arc::new(
+        Store::open(url, RootKey::generate(), Arc::new(SystemClock), policies.clone())
+            .await
+            .unwrap(),
+    );
+    store.record_policy_load().await.unwrap();
+    let (tenant, key) = store.add_tenant("bench", Role::Platform).await.unwrap();
+    let access = Access::new(
+        Actor {
+            tenant,
+            role: Role::Platform,
+        },
+        Purpose::Accounting,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(carbon_ledger::server::serve(
+        listener,
+        AppState::new(store.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let key = key.expose().to_owned();
+
+    for size in SIZES {
+        let person = format!("person-{size}");
+        let subject = SubjectId::parse(person.clone()).unwrap();
+        for purpose in [Purpose::Accounting, Purpose::Rewards] {
+            store
+                .grant_consent(&Access { purpose, ..access }, &subject, 1, Kinds::All)
+                .await
+                .unwrap();
+        }
+        for from in (0..size).step_by(1000) {
+            store
+                .ingest(&access, items(&person, from, 1000.min(size - from), &policies))
+                .await
+                .unwrap();
+        }
+
+        for format in ["json", "csv"] {
+            reset_peak_rss();
+            let before = proc_status_kb("VmRSS:");
+            let started = Instant::now();
+            let mut response = client
+                .get(format!("http://{addr}/v1/subjects/{person}/export?format={format}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+            let mut bytes = 0;
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                bytes += chunk.len();
+            }
+            let elapsed = started.elapsed();
+            println!(
+                "{name:>10}: export ({format}) of {size:>6} records: {:>7.1} ms, {:>6.1} MB, RSS before {:>4} MB, peak during {:>4} MB",
+                elapsed.as_secs_f64() * 1000.0,
+                bytes as f64 / 1e6,
+                before / 1024,
+                proc_status_kb("VmHWM:") / 1024,
+            );
+        }
+
+        let started = Instant::now();
+        let response = client
+            .delete(format!("http://{addr}/v1/subjects/{person}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let answered = started.elapsed();
+        assert!(response.status().is_success());
+        while store.erasures_pending().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!(
+            "{name:>10}: erasure of {size:>6} records: answered in {:>6.1} ms; background purge done after {:>7.1} ms",
+            answered.as_secs_f64() * 1000.0,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    store.close().await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        run(
+            "sqlite",
+            &format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        )
+        .await;
+        if let Ok(admin) = std::env::var("CARBON_LEDGER_BENCH_POSTGRES_URL") {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+            sqlx::query("DROP DATABASE IF EXISTS cl_bench_rights WITH (FORCE)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("CREATE DATABASE cl_bench_rights")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let base = &admin[..admin.rfind('/').unwrap()];
+            run("postgres", &format!("{base}/cl_bench_rights")).await;
+            sqlx::query("DROP DATABASE IF EXISTS cl_bench_rights WITH (FORCE)")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    });
+}
