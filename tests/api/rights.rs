@@ -206,6 +206,50 @@ async fn the_export_holds_everything_on_the_person_and_nothing_else(app: TestApp
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// An export longer than one page of every list comes out whole: every
+/// record, ledger line and audit entry once, in a valid document.
+async fn a_long_export_streams_every_page(app: TestApp) {
+    const EVENTS: usize = 1_100;
+    app.enroll("vera").await;
+    for part in 0..2 {
+        let events = (0..EVENTS / 2)
+            .map(|i| event(&format!("v{part}-{i}"), "vera", "transit_ride", json!({"mode": "bus"})))
+            .collect();
+        let (status, body) = app.post_events(&batch(events)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, export) = app.get("/v1/subjects/vera/export").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(schema().iter_errors(&export).next().is_none(), "schema-valid");
+    let records = export["records"].as_array().unwrap();
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["record_id"].as_str().unwrap()).collect();
+    assert_eq!((records.len(), ids.len()), (EVENTS, EVENTS));
+    let lines = export["ledger"]["entries"].as_array().unwrap();
+    let line_ids: std::collections::BTreeSet<&str> = lines.iter().filter_map(|l| l["record_id"].as_str()).collect();
+    assert_eq!(line_ids, ids, "one ledger line per record");
+    let points: i64 = lines.iter().map(|l| l["points"].as_i64().unwrap()).sum();
+    assert_eq!(export["ledger"]["points_balance"].as_i64(), Some(points));
+    let written: std::collections::BTreeSet<u64> = export["audit_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "record_written")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(written.len(), EVENTS);
+    let csv = app
+        .client
+        .get(app.url("/v1/subjects/vera/export?format=csv"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), EVENTS + 1);
+}
+
 async fn erasure_shreds_first_then_purges(app: TestApp) {
     app.post_enrolled(&batch(vec![
         event("o1", "olga", "clean_plate", json!({})),
@@ -425,6 +469,65 @@ async fn an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes(app: 
     );
 }
 
+/// An erasure cut after its tombstone and audit entry committed, before
+/// the key was shredded: the person is already invisible, and a retry
+/// completes the erasure with the same receipt and no second entry.
+async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestApp) {
+    app.post_enrolled(&batch(vec![
+        event("u1", "uma", "clean_plate", json!({})),
+        event("u2", "uma", "paperless_bill", json!({})),
+    ]))
+    .await;
+    let (keys_db, table) = app.raw_keys().await;
+    let key = sqlx::query(&format!(
+        "SELECT subject, key_id, salt, ledger_ref, created_at FROM {table}"
+    ))
+    .fetch_one(&keys_db)
+    .await
+    .unwrap();
+    let url = app.url("/v1/subjects/uma");
+    let (status, first) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+
+    // Put the state back to "committed, not shredded": the key returns.
+    sqlx::query(&format!(
+        "INSERT INTO {table} (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(key.get::<Vec<u8>, _>(0))
+    .bind(key.get::<Vec<u8>, _>(1))
+    .bind(key.get::<Vec<u8>, _>(2))
+    .bind(key.get::<Vec<u8>, _>(3))
+    .bind(key.get::<i64, _>(4))
+    .execute(&keys_db)
+    .await
+    .unwrap();
+    let (status, _) = app.get("/v1/subjects/uma/records").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the tombstone already hides her");
+
+    let (status, again) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, first, "the same receipt");
+    assert_eq!(live_salts(&app).await.len(), 0, "the retry shredded the key");
+    let erasures = app
+        .store
+        .audit_entries(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.action, Action::SubjectErased { .. }))
+        .count();
+    assert_eq!(erasures, 1, "one erasure entry");
+    app.erasures_purged().await;
+    let db = app.raw_ledger().await;
+    let left: i64 = sqlx::query("SELECT COUNT(*) FROM records")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
+}
+
 async fn only_the_platform_holding_the_person_may_export_or_erase(app: TestApp) {
     app.post_enrolled(&event("t1", "tara", "clean_plate", json!({}))).await;
     let other = app.add_tenant("wuhan", carbon_ledger::domain::Role::Platform).await;
@@ -447,9 +550,11 @@ async fn only_the_platform_holding_the_person_may_export_or_erase(app: TestApp) 
 
 on_both_engines!(
     the_export_holds_everything_on_the_person_and_nothing_else,
+    a_long_export_streams_every_page,
     erasure_shreds_first_then_purges,
     the_same_id_after_erasure_is_a_new_person,
     reshred_after_restoring_an_old_key_store,
     an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes,
+    a_retried_erasure_completes_a_cut_one_with_the_same_receipt,
     only_the_platform_holding_the_person_may_export_or_erase,
 );
