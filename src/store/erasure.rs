@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::sql::Params;
+use super::sql::{bind, Arg, Params};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts};
 use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
@@ -25,14 +25,22 @@ const SUBJECT_TABLES: [&str; 5] = [
     "consent_history",
 ];
 
-/// Each subject table with a column that identifies its rows, for purging
-/// in bounded chunks.
-const SUBJECT_TABLE_KEYS: [(&str, &str); 5] = [
-    ("records", "record_id"),
-    ("ledger_entries", "id"),
-    ("idempotency_keys", "event_key"),
-    ("consents", "purpose"),
-    ("consent_history", "id"),
+/// The type of a column that tells a subject's rows apart.
+#[derive(Clone, Copy)]
+enum KeyType {
+    Blob,
+    Int,
+    Text,
+}
+
+/// Each subject table with the column that tells one subject's rows apart,
+/// for purging in bounded chunks.
+const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 5] = [
+    ("records", "record_id", KeyType::Blob),
+    ("ledger_entries", "id", KeyType::Int),
+    ("idempotency_keys", "event_key", KeyType::Blob),
+    ("consents", "purpose", KeyType::Text),
+    ("consent_history", "id", KeyType::Int),
 ];
 
 /// Rows deleted per purge transaction: small enough that other writers
@@ -281,22 +289,46 @@ impl Store {
     async fn purge_chunk(&self, key_id: &[u8], tenant: i64, subject: &[u8]) -> Result<(u64, bool), StoreError> {
         let mut w = self.begin_write().await?;
         let mut rows = 0;
-        for (table, key) in SUBJECT_TABLE_KEYS {
+        for (table, key, key_type) in SUBJECT_TABLE_KEYS {
             let budget = PURGE_CHUNK_ROWS - rows;
             if budget == 0 {
                 break;
             }
-            let sql = format!(
-                "DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2 AND {key} IN \
-                 (SELECT {key} FROM {table} WHERE tenant_id = $1 AND subject = $2 LIMIT $3)"
-            );
-            rows += sqlx::query(&sql)
-                .bind(tenant)
-                .bind(subject.to_vec())
-                .bind(budget as i64)
-                .execute(w.conn())
-                .await?
-                .rows_affected();
+            // The keys first, then a delete by primary key: one plan on both
+            // engines whatever the planner's statistics say (PostgreSQL
+            // turned a `key IN (subquery LIMIT n)` on fresh tables into a
+            // nested loop, quadratic in the chunk).
+            let keys: Vec<Arg> = sqlx::query(&format!(
+                "SELECT {key} FROM {table} WHERE tenant_id = $1 AND subject = $2 LIMIT $3"
+            ))
+            .bind(tenant)
+            .bind(subject.to_vec())
+            .bind(budget as i64)
+            .fetch_all(w.conn())
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(match key_type {
+                    KeyType::Blob => Arg::Blob(row.try_get(0)?),
+                    KeyType::Int => Arg::Int(row.try_get(0)?),
+                    KeyType::Text => Arg::Text(row.try_get(0)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+            for chunk in keys.chunks(1000) {
+                let mut p = Params::new(self.engine);
+                let sql = format!(
+                    "DELETE FROM {table} WHERE tenant_id = {} AND subject = {} AND {key} IN ({})",
+                    p.one(),
+                    p.one(),
+                    p.list(chunk.len())
+                );
+                let mut q = sqlx::query(&sql).persistent(false).bind(tenant).bind(subject.to_vec());
+                for k in chunk {
+                    q = bind(q, k.clone());
+                }
+                rows += q.execute(w.conn()).await?.rows_affected();
+            }
         }
         let done = rows < PURGE_CHUNK_ROWS;
         if done {

@@ -178,14 +178,17 @@ impl ExportSession {
         let Some((after_day, after_id)) = self.ledger_after else {
             return Ok(Vec::new());
         };
-        let rows = sqlx::query(
-            "SELECT day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id \
-             FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 AND day >= $3 \
-             AND (day > $4 OR (day = $4 AND id > $5)) ORDER BY day, id LIMIT $6",
-        )
+        // Two key ranges, merged: the rest of the cursor's day, then later
+        // days. (SQLite does not use a row-value range on an integer
+        // primary key, which made each page rescan the cursor's day.)
+        const COLUMNS: &str = "day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id";
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM (SELECT {COLUMNS} FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 \
+             AND day = $3 AND id > $4 UNION ALL SELECT {COLUMNS} FROM ledger_entries \
+             WHERE tenant_id = $1 AND subject = $2 AND day > $3) AS page ORDER BY day, id LIMIT $5"
+        ))
         .bind(self.tenant.get())
         .bind(self.keys.ledger_ref.as_bytes().to_vec())
-        .bind(self.cutoffs.ledger_day)
         .bind(after_day)
         .bind(after_id)
         .bind(i64::from(EXPORT_PAGE))
@@ -296,7 +299,10 @@ impl Store {
             cutoffs,
             methodologies,
             records_after: Some(None),
-            ledger_after: Some((i64::MIN, i64::MIN)),
+            // Just before the retention cut-off: the key range alone bounds
+            // the scan (a separate `day >= cutoff` would make each page
+            // start from the cut-off).
+            ledger_after: Some((cutoffs.ledger_day - 1, i64::MAX)),
             audit_after: Some(0),
             header,
         })

@@ -205,7 +205,7 @@ impl Store {
             "SELECT r.record_id, r.key_version, r.sealed, l.reduction_mg, l.points, l.methodology_version, l.capped, \
              r.kind, r.day \
              FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
-             WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day < $3 OR (r.day = $3 AND r.record_id < $4)) \
+             WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day, r.record_id) < ($3, $4) \
              AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
         )
         .bind(tenant.get())

@@ -11,3 +11,10 @@ CREATE INDEX erasures_pending ON erasures (key_id) WHERE pending_ref IS NOT NULL
 
 -- Erasure counts and purges a person's retry keys by these.
 CREATE INDEX idempotency_by_subject ON idempotency_keys (tenant_id, subject);
+
+-- Exports page through a person's ledger lines and audit entries in key
+-- order: these make each page a range scan instead of a rescan.
+CREATE INDEX ledger_by_subject_day_id ON ledger_entries (tenant_id, subject, day, id);
+DROP INDEX ledger_by_subject_day;
+CREATE INDEX audit_by_subject_seq ON audit_log (subject_ref, seq);
+DROP INDEX audit_by_subject;
