@@ -3,6 +3,7 @@
 //! `docs/export.schema.json`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -70,7 +71,7 @@ pub struct ConsentEvent {
 pub struct ExportRecord {
     #[serde(flatten)]
     pub record: RecordView,
-    pub factor: Option<Factor>,
+    pub factor: Option<Arc<Factor>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -142,6 +143,9 @@ pub struct ExportSession {
     keys: SubjectKeys,
     cutoffs: Cutoffs,
     methodologies: HashMap<String, Methodology>,
+    /// Factors already looked up, by (methodology version, kind, variant):
+    /// a long export repeats a few of them many times.
+    factors: HashMap<(String, String, Option<String>), Option<Arc<Factor>>>,
     /// Where each list goes on; `None` once it is exhausted.
     records_after: Option<Option<(Day, super::RecordId)>>,
     ledger_after: Option<(i64, i64)>,
@@ -164,10 +168,22 @@ impl ExportSession {
         Ok(page
             .into_iter()
             .map(|record| {
+                let key = (
+                    record.methodology_version.clone(),
+                    record.kind.clone(),
+                    record.variant.clone(),
+                );
+                let methodologies = &self.methodologies;
                 let factor = self
-                    .methodologies
-                    .get(&record.methodology_version)
-                    .and_then(|m| factor_of(m, &record.kind, record.variant.as_deref()));
+                    .factors
+                    .entry(key)
+                    .or_insert_with(|| {
+                        methodologies
+                            .get(&record.methodology_version)
+                            .and_then(|m| factor_of(m, &record.kind, record.variant.as_deref()))
+                            .map(Arc::new)
+                    })
+                    .clone();
                 ExportRecord { record, factor }
             })
             .collect())
@@ -298,6 +314,7 @@ impl Store {
             keys,
             cutoffs,
             methodologies,
+            factors: HashMap::new(),
             records_after: Some(None),
             // Just before the retention cut-off: the key range alone bounds
             // the scan (a separate `day >= cutoff` would make each page
