@@ -230,6 +230,13 @@ impl Store {
     /// (at start-up, after each erasure, with each sweep) goes on. Returns
     /// the rows purged.
     pub async fn purge_erased(&self) -> Result<u64, StoreError> {
+        self.purges_running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let purged = self.purge_erased_now().await;
+        self.purges_running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        purged
+    }
+
+    async fn purge_erased_now(&self) -> Result<u64, StoreError> {
         let mut purged = 0;
         loop {
             let pending = sqlx::query(
@@ -265,13 +272,19 @@ impl Store {
         Ok(purged)
     }
 
-    /// Erasures whose rows are not purged yet.
+    /// Erasures whose rows are not purged yet, plus purges under way (a
+    /// purge's last step, flushing the deleted pages out of SQLite's WAL,
+    /// comes after its tombstone is marked done). Zero means every erased
+    /// person's rows have left the files.
     pub async fn erasures_pending(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM erasures WHERE pending_ref IS NOT NULL")
             .fetch_one(&self.ledger)
             .await?
             .try_get(0)?;
-        Ok(n as u64)
+        // Read after the count: a purge that cleared a tombstone counted
+        // here as done is still running until its flush is.
+        let running = self.purges_running.load(std::sync::atomic::Ordering::SeqCst) as u64;
+        Ok(n as u64 + running)
     }
 
     async fn key_exists(&self, key_id: &[u8]) -> Result<bool, StoreError> {

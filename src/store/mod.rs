@@ -123,6 +123,8 @@ pub struct Store {
     write_lock: tokio::sync::Mutex<()>,
     /// Woken after each erasure: its rows wait for `purge_erased`.
     purge_wanted: tokio::sync::Notify,
+    /// `purge_erased` runs under way.
+    purges_running: std::sync::atomic::AtomicUsize,
     /// Exports stream from a read snapshot that holds a connection for as
     /// long as the client reads; this bounds how many do at once.
     export_slots: Arc<tokio::sync::Semaphore>,
@@ -209,6 +211,7 @@ impl Store {
             policies,
             write_lock: tokio::sync::Mutex::new(()),
             purge_wanted: tokio::sync::Notify::new(),
+            purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
         };
         // Erasures a crash left unpurged are taken up by the first run.
