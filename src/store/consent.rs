@@ -9,10 +9,11 @@ use sqlx::{AnyConnection, Row};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::access::{Audited, Committed, Enrol, SubjectTx};
 use super::sql::Params;
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope};
-use crate::crypto::{AuditRef, SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::SubjectRef;
 use crate::domain::{Day, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
@@ -153,7 +154,9 @@ impl Store {
         notice_version: u32,
         kinds: Kinds,
     ) -> Result<ConsentChange, StoreError> {
-        let tenant = self.authorize(access, Permission::ManageConsents)?;
+        // The role first: a caller who may not manage consents learns
+        // nothing about why its request would have been refused.
+        self.authorize(access, Permission::ManageConsents)?;
         let purpose = access.purpose;
         let current = self.policies.consent.get(purpose).notice_version;
         if notice_version != current {
@@ -175,142 +178,122 @@ impl Store {
                 )));
             }
         }
-        let lookup = self.pseudonyms.pseudonymize(tenant, subject);
-        let key = self.key_or_create(&lookup, self.today_start()).await?;
-        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
-        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
-
-        let mut w = self.begin_write().await?;
-        if self.ensure_not_erased(&mut w, &key.key_id).await.is_err() {
-            return Err(StoreError::Conflict(
-                "this person was erased a moment ago; ask again to open a new account".into(),
-            ));
-        }
         let encoded = kinds.encode();
-        sqlx::query(
-            "INSERT INTO consents (tenant_id, subject, purpose, notice_version, kinds, granted_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (tenant_id, subject, purpose) DO UPDATE SET notice_version = $4, kinds = $5, granted_at = $6",
-        )
-        .bind(tenant.get())
-        .bind(ledger_ref.as_bytes().to_vec())
-        .bind(purpose.as_str())
-        .bind(i64::from(notice_version))
-        .bind(&encoded)
-        .bind(w.at)
-        .execute(w.conn())
-        .await?;
-        history(&mut w, tenant, &ledger_ref, purpose, "grant", notice_version, &encoded).await?;
-        w.append(
-            Some(tenant),
-            Action::ConsentChanged {
-                subject: audit_ref,
+        let grant = async |tx: &mut SubjectTx<'_>| {
+            sqlx::query(
+                "INSERT INTO consents (tenant_id, subject, purpose, notice_version, kinds, granted_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id, subject, purpose) DO UPDATE SET notice_version = $4, kinds = $5, granted_at = $6",
+            )
+            .bind(tx.tenant().get())
+            .bind(tx.ledger_ref().as_bytes().to_vec())
+            .bind(purpose.as_str())
+            .bind(i64::from(notice_version))
+            .bind(&encoded)
+            .bind(tx.at())
+            .execute(tx.conn())
+            .await?;
+            history(tx, purpose, "grant", notice_version, &encoded).await?;
+            let granted = Action::ConsentChanged {
+                subject: tx.audit_ref(),
                 purpose,
                 granted: true,
                 notice_version,
-                kinds: encoded,
-            },
-        );
-        self.finish_change(w, tenant, &ledger_ref, audit_ref, purpose, &kinds, true)
-            .await
+                kinds: encoded.clone(),
+            };
+            let (deleted, purged) = self.purge_uncovered_if_accounting(tx, purpose, &kinds).await?;
+            Ok(Audited::new(deleted, granted).and(purged))
+        };
+        let done = self
+            .with_subject(access, Permission::ManageConsents, subject, Enrol::IfMissing, grant)
+            .await?;
+        Ok(self.consent_change(purpose, true, done).await)
     }
 
     /// Withdraws consent to the purpose of `access`, at once: nothing new is processed
     /// under it, and data held only for it is deleted (for `accounting`,
     /// every record; the points they earned stay the person's).
     pub async fn withdraw_consent(&self, access: &Access, subject: &SubjectId) -> Result<ConsentChange, StoreError> {
-        let tenant = self.authorize(access, Permission::ManageConsents)?;
         let purpose = access.purpose;
-        let (keys, key_id) = self.known_subject(tenant, subject).await?;
-        let (ledger_ref, audit_ref) = (keys.ledger_ref, keys.audit_ref);
-
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
-        let removed = sqlx::query(
-            "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
-        )
-        .bind(tenant.get())
-        .bind(ledger_ref.as_bytes().to_vec())
-        .bind(purpose.as_str())
-        .fetch_optional(w.conn())
-        .await?;
-        let Some(removed) = removed else {
-            // Nothing to withdraw: nothing written (the transaction rolls back).
-            return Ok(ConsentChange {
-                purpose,
-                granted: false,
-                changed: false,
-                records_deleted: 0,
-                points_kept: 0,
-                audit_seq: None,
-            });
-        };
-        let notice_version = u32::try_from(removed.try_get::<i64, _>(0)?).unwrap_or(0);
-        let kinds: String = removed.try_get(1)?;
-        history(&mut w, tenant, &ledger_ref, purpose, "withdraw", notice_version, &kinds).await?;
-        w.append(
-            Some(tenant),
-            Action::ConsentChanged {
-                subject: audit_ref,
+        let withdraw = async |tx: &mut SubjectTx<'_>| {
+            let removed = sqlx::query(
+                "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
+            )
+            .bind(tx.tenant().get())
+            .bind(tx.ledger_ref().as_bytes().to_vec())
+            .bind(purpose.as_str())
+            .fetch_optional(tx.conn())
+            .await?;
+            let Some(removed) = removed else {
+                // Nothing to withdraw: nothing written (the transaction rolls back).
+                return Ok(Audited::nothing_done((0, 0)));
+            };
+            let notice_version = u32::try_from(removed.try_get::<i64, _>(0)?)
+                .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
+            let kinds: String = removed.try_get(1)?;
+            history(tx, purpose, "withdraw", notice_version, &kinds).await?;
+            let withdrawn = Action::ConsentChanged {
+                subject: tx.audit_ref(),
                 purpose,
                 granted: false,
                 notice_version,
                 kinds,
-            },
-        );
-        // Nothing of any kind is covered any more.
-        let kept = Kinds::Only(BTreeSet::new());
-        self.finish_change(w, tenant, &ledger_ref, audit_ref, purpose, &kept, false)
-            .await
+            };
+            // Nothing of any kind is covered any more.
+            let none = Kinds::Only(BTreeSet::new());
+            let (deleted, purged) = self.purge_uncovered_if_accounting(tx, purpose, &none).await?;
+            Ok(Audited::new(deleted, withdrawn).and(purged))
+        };
+        let done = self
+            .with_subject(access, Permission::ManageConsents, subject, Enrol::KnownOnly, withdraw)
+            .await?;
+        Ok(self.consent_change(purpose, false, done).await)
     }
 
-    /// Ends a grant or withdrawal: under `accounting`, deletes the records
-    /// of kinds no longer covered (points earned stay the person's; the
-    /// other purposes hold no data of their own yet), then commits.
-    #[allow(clippy::too_many_arguments)]
-    async fn finish_change(
-        &self,
-        mut w: WriteTx<'_>,
-        tenant: TenantId,
-        ledger_ref: &SubjectRef,
-        audit_ref: AuditRef,
-        purpose: Purpose,
-        covered: &Kinds,
-        granted: bool,
-    ) -> Result<ConsentChange, StoreError> {
-        let (records_deleted, points_kept) = match purpose {
-            Purpose::Accounting => {
-                self.purge_uncovered(&mut w, tenant, ledger_ref, audit_ref, covered)
-                    .await?
-            }
-            _ => (0, 0),
-        };
-        let seq = w.appender_seq();
-        w.commit().await?;
+    /// The outcome of a committed grant or withdrawal; purged rows leave the
+    /// files now.
+    async fn consent_change(&self, purpose: Purpose, granted: bool, done: Committed<(u64, i64)>) -> ConsentChange {
+        let (records_deleted, points_kept) = done.value;
         if records_deleted > 0 {
             self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
         }
-        Ok(ConsentChange {
+        ConsentChange {
             purpose,
             granted,
-            changed: true,
+            changed: done.audit_seq.is_some(),
             records_deleted,
             points_kept,
-            audit_seq: Some(seq),
-        })
+            audit_seq: done.audit_seq,
+        }
+    }
+
+    /// Under `accounting`, deletes the records of kinds no longer covered
+    /// (points earned stay the person's; the other purposes hold no data
+    /// of their own yet). Returns (records deleted, points kept) and the
+    /// audit entry for the deletion, if there was one.
+    async fn purge_uncovered_if_accounting(
+        &self,
+        tx: &mut SubjectTx<'_>,
+        purpose: Purpose,
+        covered: &Kinds,
+    ) -> Result<((u64, i64), Option<Action>), StoreError> {
+        match purpose {
+            Purpose::Accounting => self.purge_uncovered(tx, covered).await,
+            _ => Ok(((0, 0), None)),
+        }
     }
 
     /// Deletes the subject's records of kinds `kinds` does not cover, and
     /// their ledger entries, keeping the points those entries carried in one
-    /// entry that holds no behaviour data. Returns (records, points kept).
+    /// entry that holds no behaviour data.
     async fn purge_uncovered(
         &self,
-        w: &mut WriteTx<'_>,
-        tenant: TenantId,
-        subject: &SubjectRef,
-        audit_ref: AuditRef,
+        tx: &mut SubjectTx<'_>,
         kinds: &Kinds,
-    ) -> Result<(u64, i64), StoreError> {
-        let Kinds::Only(kept) = kinds else { return Ok((0, 0)) };
+    ) -> Result<((u64, i64), Option<Action>), StoreError> {
+        let Kinds::Only(kept) = kinds else {
+            return Ok(((0, 0), None));
+        };
+        let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
         let mut p = Params::new(self.engine);
         let (t, s) = (p.one(), p.one());
         let filter = if kept.is_empty() {
@@ -321,20 +304,20 @@ impl Store {
         let lines =
             format!("FROM ledger_entries WHERE tenant_id = {t} AND subject = {s} AND record_id IS NOT NULL{filter}");
         let sum_sql = format!("SELECT COUNT(*), CAST(COALESCE(SUM(points), 0) AS BIGINT) {lines}");
-        let sums = bound(&sum_sql, tenant, subject, kept).fetch_one(w.conn()).await?;
+        let sums = bound(&sum_sql, tenant, &subject, kept).fetch_one(tx.conn()).await?;
         let (ledger_entries, points): (i64, i64) = (sums.try_get(0)?, sums.try_get(1)?);
         let delete_lines = format!("DELETE {lines}");
-        bound(&delete_lines, tenant, subject, kept).execute(w.conn()).await?;
+        bound(&delete_lines, tenant, &subject, kept).execute(tx.conn()).await?;
         // The retry keys of those records go with them: they carry each
         // event's figures.
         let delete_keys = format!(
             "DELETE FROM idempotency_keys WHERE record_id IN \
              (SELECT record_id FROM records WHERE tenant_id = {t} AND subject = {s}{filter})"
         );
-        bound(&delete_keys, tenant, subject, kept).execute(w.conn()).await?;
+        bound(&delete_keys, tenant, &subject, kept).execute(tx.conn()).await?;
         let delete_records = format!("DELETE FROM records WHERE tenant_id = {t} AND subject = {s}{filter}");
-        let records = bound(&delete_records, tenant, subject, kept)
-            .execute(w.conn())
+        let records = bound(&delete_records, tenant, &subject, kept)
+            .execute(tx.conn())
             .await?
             .rows_affected();
         if points != 0 {
@@ -348,42 +331,36 @@ impl Store {
             .bind(i64::from(today.days()))
             .bind(i64::from(today.month()))
             .bind(points)
-            .bind(w.at)
-            .execute(w.conn())
+            .bind(tx.at())
+            .execute(tx.conn())
             .await?;
         }
-        if records > 0 || ledger_entries > 0 {
-            w.append(
-                Some(tenant),
-                Action::WithdrawnDataDeleted {
-                    subject: audit_ref,
-                    purpose: Purpose::Accounting,
-                    records: u32::try_from(records).unwrap_or(u32::MAX),
-                    ledger_entries: u32::try_from(ledger_entries).unwrap_or(u32::MAX),
-                },
-            );
-        }
-        Ok((records, points))
+        let deleted = (records > 0 || ledger_entries > 0).then(|| Action::WithdrawnDataDeleted {
+            subject: tx.audit_ref(),
+            purpose: Purpose::Accounting,
+            records: u32::try_from(records).unwrap_or(u32::MAX),
+            ledger_entries: u32::try_from(ledger_entries).unwrap_or(u32::MAX),
+        });
+        Ok(((records, points), deleted))
     }
 
     /// The subject's consents in force (an audited read).
     pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<ConsentView>, StoreError> {
-        let tenant = self.authorize(access, Permission::ReadConsents)?;
-        let (keys, key_id) = self.known_subject(tenant, subject).await?;
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
-        let views = self.consent_views(w.conn(), tenant, &keys.ledger_ref).await?;
-        let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
-        w.append(
-            Some(tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
+        let read = async |tx: &mut SubjectTx<'_>| {
+            let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
+            let views = self.consent_views(tx.conn(), tenant, &subject).await?;
+            let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
+            let read = Action::SubjectRead {
+                subject: tx.audit_ref(),
                 scope: ReadScope::Consents,
                 items,
-            },
-        );
-        w.commit().await?;
-        Ok(views)
+            };
+            Ok(Audited::new(views, read))
+        };
+        let done = self
+            .with_subject(access, Permission::ReadConsents, subject, Enrol::KnownOnly, read)
+            .await?;
+        Ok(done.value)
     }
 
     /// The subject's consents in force, within the caller's transaction.
@@ -439,9 +416,7 @@ fn bound<'q>(
 }
 
 async fn history(
-    w: &mut WriteTx<'_>,
-    tenant: TenantId,
-    subject: &SubjectRef,
+    tx: &mut SubjectTx<'_>,
     purpose: Purpose,
     action: &str,
     notice_version: u32,
@@ -451,14 +426,14 @@ async fn history(
         "INSERT INTO consent_history (tenant_id, subject, purpose, action, notice_version, kinds, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(tenant.get())
-    .bind(subject.as_bytes().to_vec())
+    .bind(tx.tenant().get())
+    .bind(tx.ledger_ref().as_bytes().to_vec())
     .bind(purpose.as_str())
     .bind(action)
     .bind(i64::from(notice_version))
     .bind(kinds)
-    .bind(w.at)
-    .execute(w.conn())
+    .bind(tx.at())
+    .execute(tx.conn())
     .await?;
     Ok(())
 }

@@ -94,15 +94,6 @@ impl Store {
         Ok(out)
     }
 
-    /// `SubjectNotFound` if the subject's key was erased meanwhile.
-    pub(super) async fn ensure_not_erased(&self, w: &mut WriteTx<'_>, key_id: &[u8]) -> Result<(), StoreError> {
-        if self.erased_among(w, &[key_id]).await?.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::SubjectNotFound)
-        }
-    }
-
     /// Erases everything held on the subject, in time independent of how
     /// much is held: one transaction writes the tombstone and the audit
     /// entry (with the counts of what is being erased), then the key is

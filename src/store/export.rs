@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::access::{Audited, Enrol, SubjectTx};
 use super::consent::Kinds;
 use super::reads::RecordView;
 use super::retention::Cutoffs;
@@ -276,42 +277,45 @@ impl Store {
     /// the log) before anything is handed out. Memory stays bounded whatever the
     /// person's size: the lists come out page by page.
     pub async fn open_export(&self, access: &Access, subject: &SubjectId) -> Result<ExportSession, StoreError> {
-        let tenant = self.authorize(access, Permission::ExportSubjects)?;
-        let (keys, key_id) = self.known_subject(tenant, subject).await?;
+        // Refused callers do not wait for a slot.
+        self.authorize(access, Permission::ExportSubjects)?;
         let slot = self
             .export_slots
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Config("the store is closing".into()))?;
-        // The snapshot starts while this transaction holds the write lock,
-        // so it sees exactly the state the audit entry is appended to; and
-        // no snapshot is ever held while waiting for the write lock (a
-        // checkpoint waiting for readers would wait for it in turn).
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
-        let mut snapshot = self.ledger.begin().await?;
-        if self.engine == super::Engine::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *snapshot)
-                .await?;
-        }
         let cutoffs = self.cutoffs();
-        let (header, methodologies) = self.export_header(&mut snapshot, tenant, &keys, cutoffs).await?;
-        w.append(
-            Some(tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
+        // The snapshot starts inside the door's write transaction, so it
+        // sees exactly the state the audit entry is appended to; and no
+        // snapshot is ever held while waiting for the write lock (a
+        // checkpoint waiting for readers would wait for it in turn).
+        let open = async |tx: &mut SubjectTx<'_>| {
+            let mut snapshot = self.ledger.begin().await?;
+            if self.engine == super::Engine::Postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *snapshot)
+                    .await?;
+            }
+            let (header, methodologies) = self
+                .export_header(&mut snapshot, tx.tenant(), tx.keys(), cutoffs)
+                .await?;
+            let read = Action::SubjectRead {
+                subject: tx.audit_ref(),
                 scope: ReadScope::Export,
                 items: header.records,
-            },
-        );
-        w.commit().await?;
+            };
+            Ok(Audited::new((snapshot, header, methodologies, tx.tenant()), read))
+        };
+        let done = self
+            .with_subject(access, Permission::ExportSubjects, subject, Enrol::KnownOnly, open)
+            .await?;
+        let (snapshot, header, methodologies, tenant) = done.value;
         Ok(ExportSession {
             snapshot,
             _slot: slot,
             tenant,
-            keys,
+            keys: done.keys,
             cutoffs,
             methodologies,
             factors: HashMap::new(),

@@ -9,6 +9,7 @@
 //! Subject ids enter here as `SubjectId` and leave as pseudonyms: the layer
 //! pseudonymizes on the way in, so nothing outside it handles the mapping.
 
+mod access;
 mod audit_log;
 mod consent;
 mod engine;

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
+use super::access::{Audited, Enrol, SubjectTx};
 use super::ingest::RecordId;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
@@ -77,86 +78,57 @@ fn totals_sql(group: &str, behaviours_only: bool) -> String {
 }
 
 impl Store {
-    /// The keys of a subject this tenant holds data on, or `SubjectNotFound`.
-    /// Returns the derived keys and the key's id, which the caller checks
-    /// against the tombstone list inside its write transaction.
-    pub(super) async fn known_subject(
-        &self,
-        tenant: TenantId,
-        subject: &SubjectId,
-    ) -> Result<(SubjectKeys, Vec<u8>), StoreError> {
-        let lookup = self.pseudonyms.pseudonymize(tenant, subject);
-        let key = self.key_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
-        Ok((
-            self.root.subject_keys(&key.salt, crate::crypto::CURRENT_KEY_VERSION),
-            key.key_id,
-        ))
-    }
-
-    /// The keys of a subject the caller may read.
-    async fn readable_subject(
-        &self,
-        access: &Access,
-        subject: &SubjectId,
-    ) -> Result<(SubjectKeys, Vec<u8>), StoreError> {
-        let tenant = self.authorize(access, Permission::ReadSubjects)?;
-        self.known_subject(tenant, subject).await
-    }
-
     pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
-        let (keys, key_id) = self.readable_subject(access, subject).await?;
-        let ledger_ref = keys.ledger_ref;
-        let tenant = access.actor.tenant.get();
-        let s = ledger_ref.as_bytes().to_vec();
         let cutoff = self.cutoffs().ledger_day;
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
-        let by_kind = sqlx::query(&totals_sql("kind", true))
-            .bind(tenant)
-            .bind(s.clone())
-            .bind(cutoff)
-            .fetch_all(w.conn())
-            .await?;
-        let by_month = sqlx::query(&totals_sql("month", false))
-            .bind(tenant)
-            .bind(s)
-            .bind(cutoff)
-            .fetch_all(w.conn())
-            .await?;
-        let to_total = |row: &sqlx::any::AnyRow, key: String| -> Result<Total, StoreError> {
-            Ok(Total {
-                key,
-                events: row.try_get(1)?,
-                reduction_g: Milligrams(row.try_get(2)?),
-                points: row.try_get(3)?,
-            })
-        };
-        let by_kind = by_kind
-            .iter()
-            .map(|r| to_total(r, r.try_get(0)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let by_month = by_month
-            .iter()
-            .map(|r| to_total(r, month_label(r.try_get(0)?)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let account = Account {
-            events: by_kind.iter().map(|t| t.events).sum(),
-            reduction_g: Milligrams(by_kind.iter().map(|t| t.reduction_g.0).sum()),
-            points_balance: by_month.iter().map(|t| t.points).sum(),
-            by_kind,
-            by_month,
-        };
-        let items = u32::try_from(account.events).unwrap_or(u32::MAX);
-        w.append(
-            Some(access.actor.tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
+        let read = async |tx: &mut SubjectTx<'_>| {
+            let (tenant, s) = (tx.tenant().get(), tx.ledger_ref().as_bytes().to_vec());
+            let by_kind = sqlx::query(&totals_sql("kind", true))
+                .bind(tenant)
+                .bind(s.clone())
+                .bind(cutoff)
+                .fetch_all(tx.conn())
+                .await?;
+            let by_month = sqlx::query(&totals_sql("month", false))
+                .bind(tenant)
+                .bind(s)
+                .bind(cutoff)
+                .fetch_all(tx.conn())
+                .await?;
+            let to_total = |row: &sqlx::any::AnyRow, key: String| -> Result<Total, StoreError> {
+                Ok(Total {
+                    key,
+                    events: row.try_get(1)?,
+                    reduction_g: Milligrams(row.try_get(2)?),
+                    points: row.try_get(3)?,
+                })
+            };
+            let by_kind = by_kind
+                .iter()
+                .map(|r| to_total(r, r.try_get(0)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            let by_month = by_month
+                .iter()
+                .map(|r| to_total(r, month_label(r.try_get(0)?)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let account = Account {
+                events: by_kind.iter().map(|t| t.events).sum(),
+                reduction_g: Milligrams(by_kind.iter().map(|t| t.reduction_g.0).sum()),
+                points_balance: by_month.iter().map(|t| t.points).sum(),
+                by_kind,
+                by_month,
+            };
+            let items = u32::try_from(account.events).unwrap_or(u32::MAX);
+            let read = Action::SubjectRead {
+                subject: tx.audit_ref(),
                 scope: ReadScope::Account,
                 items,
-            },
-        );
-        w.commit().await?;
-        Ok(account)
+            };
+            Ok(Audited::new(account, read))
+        };
+        let done = self
+            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, read)
+            .await?;
+        Ok(done.value)
     }
 
     /// The subject's coarse records, decrypted, newest day first.
@@ -167,22 +139,24 @@ impl Store {
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
-        let (keys, key_id) = self.readable_subject(access, subject).await?;
-        let mut w = self.begin_write().await?;
-        self.ensure_not_erased(&mut w, &key_id).await?;
-        let (records, next) = self
-            .record_page(w.conn(), access.actor.tenant, &keys, limit.clamp(1, 1000), cursor)
-            .await?;
-        let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        w.append(
-            Some(access.actor.tenant),
-            Action::SubjectRead {
-                subject: keys.audit_ref,
+        let read = async |tx: &mut SubjectTx<'_>| {
+            let tenant = tx.tenant();
+            let (conn, keys) = tx.conn_and_keys();
+            let (records, next) = self
+                .record_page(conn, tenant, keys, limit.clamp(1, 1000), cursor)
+                .await?;
+            let items = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            let read = Action::SubjectRead {
+                subject: tx.audit_ref(),
                 scope: ReadScope::Records,
                 items,
-            },
-        );
-        w.commit().await?;
+            };
+            Ok(Audited::new((records, next), read))
+        };
+        let done = self
+            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, read)
+            .await?;
+        let (records, next) = done.value;
         let next_cursor = next.map(|(day, id)| format!("{}.{id}", day.days()));
         Ok(RecordPage { records, next_cursor })
     }
