@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::access::{Audited, Committed, Enrol, SubjectTx};
-use super::sql::Params;
+use super::sql::{select_in, Arg, Params};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::SubjectRef;
@@ -117,29 +117,26 @@ impl Store {
         subjects: &[SubjectRef],
     ) -> Result<ConsentState, StoreError> {
         let mut state = ConsentState::default();
-        for chunk in subjects.chunks(1000) {
-            let mut p = Params::new(self.engine);
-            let sql = format!(
+        let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
+        let rows = select_in(w.conn(), self.engine, &[Arg::Int(tenant.get())], &list, |p, n| {
+            format!(
                 "SELECT subject, purpose, notice_version, kinds FROM consents WHERE tenant_id = {} AND subject IN ({})",
                 p.one(),
-                p.list(chunk.len())
+                p.list(n)
+            )
+        })
+        .await?;
+        for row in rows {
+            let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+            let purpose = Purpose::parse(&row.try_get::<String, _>(1)?)
+                .ok_or_else(|| StoreError::Corrupt("a stored consent names an unknown purpose".into()))?;
+            let version = u32::try_from(row.try_get::<i64, _>(2)?)
+                .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
+            state.consents.insert(
+                (subject, purpose),
+                (version, Kinds::decode(&row.try_get::<String, _>(3)?)),
             );
-            let mut q = sqlx::query(&sql).persistent(false).bind(tenant.get());
-            for s in chunk {
-                q = q.bind(s.as_bytes().to_vec());
-            }
-            for row in q.fetch_all(w.conn()).await? {
-                let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
-                    .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-                let Some(purpose) = Purpose::parse(&row.try_get::<String, _>(1)?) else {
-                    continue;
-                };
-                let version = u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-                state.consents.insert(
-                    (subject, purpose),
-                    (version, Kinds::decode(&row.try_get::<String, _>(3)?)),
-                );
-            }
         }
         Ok(state)
     }

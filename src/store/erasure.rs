@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::sql::{bind, Arg, Params};
+use super::sql::{execute_in, select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts};
 use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
@@ -77,21 +77,12 @@ impl Store {
         w: &mut WriteTx<'_>,
         key_ids: &[&[u8]],
     ) -> Result<HashSet<Vec<u8>>, StoreError> {
-        let mut out = HashSet::new();
-        for chunk in key_ids.chunks(1000) {
-            let sql = format!(
-                "SELECT key_id FROM erasures WHERE key_id IN ({})",
-                Params::new(self.engine).list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for id in chunk {
-                q = q.bind(id.to_vec());
-            }
-            for row in q.fetch_all(w.conn()).await? {
-                out.insert(row.try_get(0)?);
-            }
-        }
-        Ok(out)
+        let ids: Vec<Arg> = key_ids.iter().map(|id| Arg::Blob(id.to_vec())).collect();
+        let rows = select_in(w.conn(), self.engine, &[], &ids, |p, n| {
+            format!("SELECT key_id FROM erasures WHERE key_id IN ({})", p.list(n))
+        })
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     /// Erases everything held on the subject, in time independent of how
@@ -319,20 +310,16 @@ impl Store {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?;
-            for chunk in keys.chunks(1000) {
-                let mut p = Params::new(self.engine);
-                let sql = format!(
+            let leading = [Arg::Int(tenant), Arg::Blob(subject.to_vec())];
+            rows += execute_in(w.conn(), self.engine, &leading, &keys, |p, n| {
+                format!(
                     "DELETE FROM {table} WHERE tenant_id = {} AND subject = {} AND {key} IN ({})",
                     p.one(),
                     p.one(),
-                    p.list(chunk.len())
-                );
-                let mut q = sqlx::query(&sql).persistent(false).bind(tenant).bind(subject.to_vec());
-                for k in chunk {
-                    q = bind(q, k.clone());
-                }
-                rows += q.execute(w.conn()).await?.rows_affected();
-            }
+                    p.list(n)
+                )
+            })
+            .await?;
         }
         let done = rows < PURGE_CHUNK_ROWS;
         if done {
@@ -354,24 +341,16 @@ impl Store {
     /// gone. Returns (keys deleted, rows purged). Run at start-up and by
     /// `carbon-ledger keys reshred`.
     pub async fn reshred(&self) -> Result<(u64, u64), StoreError> {
-        let tombstones: Vec<Vec<u8>> = sqlx::query("SELECT key_id FROM erasures")
+        let tombstones: Vec<Arg> = sqlx::query("SELECT key_id FROM erasures")
             .fetch_all(&self.ledger)
             .await?
             .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
-        let mut shredded = 0;
-        for chunk in tombstones.chunks(1000) {
-            let sql = format!(
-                "DELETE FROM subject_keys WHERE key_id IN ({})",
-                Params::new(self.engine).list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for key_id in chunk {
-                q = q.bind(key_id.clone());
-            }
-            shredded += q.execute(&self.keys).await?.rows_affected();
-        }
+            .map(|row| Ok(Arg::Blob(row.try_get(0)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let shredded = execute_in(&mut *self.keys.acquire().await?, self.engine, &[], &tombstones, |p, n| {
+            format!("DELETE FROM subject_keys WHERE key_id IN ({})", p.list(n))
+        })
+        .await?;
         if shredded > 0 {
             let mut w = self.begin_write().await?;
             w.append(
@@ -402,39 +381,27 @@ impl Store {
             })
             .collect::<Result<_, _>>()?;
         let mut orphans: BTreeSet<SubjectRef> = held.iter().copied().collect();
-        for chunk in held.chunks(1000) {
-            let sql = format!(
-                "SELECT ledger_ref FROM subject_keys WHERE ledger_ref IN ({})",
-                Params::new(self.engine).list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for r in chunk {
-                q = q.bind(r.as_bytes().to_vec());
-            }
-            for row in q.fetch_all(&self.keys).await? {
-                if let Some(known) = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?) {
-                    orphans.remove(&known);
-                }
-            }
+        let held: Vec<Arg> = held.iter().map(|r| Arg::Blob(r.as_bytes().to_vec())).collect();
+        let known = select_in(&mut *self.keys.acquire().await?, self.engine, &[], &held, |p, n| {
+            format!("SELECT ledger_ref FROM subject_keys WHERE ledger_ref IN ({})", p.list(n))
+        })
+        .await?;
+        for row in known {
+            let known = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                .ok_or_else(|| StoreError::Corrupt("a key store ledger reference is not 32 bytes".into()))?;
+            orphans.remove(&known);
         }
         if orphans.is_empty() {
             return Ok(0);
         }
-        let orphans: Vec<SubjectRef> = orphans.into_iter().collect();
+        let orphans: Vec<Arg> = orphans.iter().map(|r| Arg::Blob(r.as_bytes().to_vec())).collect();
         let mut w = self.begin_write().await?;
         let mut rows = 0;
-        for chunk in orphans.chunks(1000) {
-            for table in SUBJECT_TABLES {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE subject IN ({})",
-                    Params::new(self.engine).list(chunk.len())
-                );
-                let mut q = sqlx::query(&sql).persistent(false);
-                for r in chunk {
-                    q = q.bind(r.as_bytes().to_vec());
-                }
-                rows += q.execute(w.conn()).await?.rows_affected();
-            }
+        for table in SUBJECT_TABLES {
+            rows += execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
+                format!("DELETE FROM {table} WHERE subject IN ({})", p.list(n))
+            })
+            .await?;
         }
         w.append(None, Action::OrphansPurged { rows });
         w.commit().await?;

@@ -7,7 +7,7 @@ use std::fmt;
 
 use sqlx::Row;
 
-use super::sql::{insert_rows, Arg, Params};
+use super::sql::{insert_rows, select_in, Arg};
 use super::{Access, Store, StoreError};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
@@ -395,40 +395,36 @@ impl Store {
         let keys: BTreeSet<[u8; 32]> = items.iter().map(|(_, k, _)| *k.as_bytes()).collect();
         let keys: Vec<[u8; 32]> = keys.into_iter().collect();
         let mut out = HashMap::new();
-        for chunk in keys.chunks(1000) {
-            let mut p = Params::new(self.engine);
-            let sql = format!(
+        let keys: Vec<Arg> = keys.iter().map(|k| Arg::Blob(k.to_vec())).collect();
+        let leading = [Arg::Int(tenant), Arg::Int(self.cutoffs().idempotency_at)];
+        let rows = select_in(w.conn(), self.engine, &leading, &keys, |p, n| {
+            format!(
                 "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq, content_hash \
                  FROM idempotency_keys WHERE tenant_id = {} AND created_at >= {} AND event_key IN ({})",
                 p.one(),
                 p.one(),
-                p.list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql)
-                .persistent(false)
-                .bind(tenant)
-                .bind(self.cutoffs().idempotency_at);
-            for k in chunk {
-                q = q.bind(k.to_vec());
-            }
-            for row in q.fetch_all(w.conn()).await? {
-                let key: Vec<u8> = row.try_get(0)?;
-                let key = EventKey::from_stored(&key)
-                    .ok_or_else(|| StoreError::Corrupt("event key is not 32 bytes".into()))?;
-                let receipt = Receipt {
-                    record_id: RecordId::from_stored(&row.try_get::<Vec<u8>, _>(1)?)?,
-                    reduction: Milligrams(row.try_get(2)?),
-                    points: row.try_get(3)?,
-                    methodology_version: row.try_get(4)?,
-                    capped: row.try_get::<i64, _>(5)? != 0,
-                    audit_seq: row.try_get::<i64, _>(6)? as u64,
-                };
-                let fingerprint: Vec<u8> = row.try_get(7)?;
-                let fingerprint = fingerprint
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
-                out.insert(key, (receipt, fingerprint));
-            }
+                p.list(n)
+            )
+        })
+        .await?;
+        for row in rows {
+            let key: Vec<u8> = row.try_get(0)?;
+            let key =
+                EventKey::from_stored(&key).ok_or_else(|| StoreError::Corrupt("event key is not 32 bytes".into()))?;
+            let receipt = Receipt {
+                record_id: RecordId::from_stored(&row.try_get::<Vec<u8>, _>(1)?)?,
+                reduction: Milligrams(row.try_get(2)?),
+                points: row.try_get(3)?,
+                methodology_version: row.try_get(4)?,
+                capped: row.try_get::<i64, _>(5)? != 0,
+                audit_seq: u64::try_from(row.try_get::<i64, _>(6)?)
+                    .map_err(|_| StoreError::Corrupt("a stored audit sequence number is negative".into()))?,
+            };
+            let fingerprint: Vec<u8> = row.try_get(7)?;
+            let fingerprint = fingerprint
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
+            out.insert(key, (receipt, fingerprint));
         }
         Ok(out)
     }
@@ -444,9 +440,14 @@ impl Store {
         last: Day,
     ) -> Result<Usage, StoreError> {
         let mut usage = Usage::default();
-        for chunk in subjects.chunks(1000) {
-            let mut p = Params::new(self.engine);
-            let sql = format!(
+        let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
+        let leading = [
+            Arg::Int(tenant),
+            Arg::Int(i64::from(first.days())),
+            Arg::Int(i64::from(last.days())),
+        ];
+        let rows = select_in(w.conn(), self.engine, &leading, &list, |p, n| {
+            format!(
                 "SELECT subject, day, kind, variant, CAST(SUM(CASE WHEN reduction_mg > 0 THEN 1 ELSE 0 END) AS BIGINT), \
                  CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
                  FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
@@ -454,28 +455,20 @@ impl Store {
                 p.one(),
                 p.one(),
                 p.one(),
-                p.list(chunk.len())
+                p.list(n)
+            )
+        })
+        .await?;
+        for row in rows {
+            let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+                .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+            let day = Day::from_days(row.try_get(1)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
+            usage.add(
+                (subject, day, row.try_get(2)?),
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
             );
-            let mut q = sqlx::query(&sql)
-                .persistent(false)
-                .bind(tenant)
-                .bind(i64::from(first.days()))
-                .bind(i64::from(last.days()));
-            for s in chunk {
-                q = q.bind(s.as_bytes().to_vec());
-            }
-            for row in q.fetch_all(w.conn()).await? {
-                let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
-                    .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-                let day =
-                    Day::from_days(row.try_get(1)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
-                usage.add(
-                    (subject, day, row.try_get(2)?),
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                    row.try_get(5)?,
-                );
-            }
         }
         Ok(usage)
     }

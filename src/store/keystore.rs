@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::Row;
 
-use super::sql::Params;
+use super::sql::{select_in, Arg};
 use super::{Store, StoreError};
 use crate::crypto::{random_bytes, Pseudonym, SubjectSalt, CURRENT_KEY_VERSION};
 
@@ -58,25 +58,19 @@ impl Store {
         subjects: &BTreeSet<Pseudonym>,
     ) -> Result<HashMap<Pseudonym, StoredKey>, StoreError> {
         let mut out = HashMap::with_capacity(subjects.len());
-        let list: Vec<&Pseudonym> = subjects.iter().collect();
-        for chunk in list.chunks(1000) {
-            let sql = format!(
-                "SELECT subject, key_id, salt FROM subject_keys WHERE subject IN ({})",
-                Params::new(self.engine).list(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for s in chunk {
-                q = q.bind(s.as_bytes().to_vec());
-            }
-            for row in q.fetch_all(&self.keys).await? {
-                let subject: Vec<u8> = row.try_get(0)?;
-                let subject = Pseudonym::from_stored(&subject)
-                    .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-                let key_id: Vec<u8> = row.try_get(1)?;
-                let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(2)?)
-                    .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
-                out.insert(subject, StoredKey { key_id, salt });
-            }
+        let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
+        let rows = select_in(&mut *self.keys.acquire().await?, self.engine, &[], &list, |p, n| {
+            format!("SELECT subject, key_id, salt FROM subject_keys WHERE subject IN ({})", p.list(n))
+        })
+        .await?;
+        for row in rows {
+            let subject: Vec<u8> = row.try_get(0)?;
+            let subject = Pseudonym::from_stored(&subject)
+                .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+            let key_id: Vec<u8> = row.try_get(1)?;
+            let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(2)?)
+                .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
+            out.insert(subject, StoredKey { key_id, salt });
         }
         Ok(out)
     }

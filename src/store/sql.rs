@@ -1,7 +1,7 @@
 //! Small helpers for building the shared SQL: placeholder lists and
 //! multi-row inserts, chunked under both engines' parameter limits.
 
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
@@ -58,6 +58,66 @@ impl Params {
     pub(super) fn list(&mut self, n: usize) -> String {
         (0..n).map(|_| self.one()).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The most values one `IN (…)` list binds: well under both engines'
+/// parameter limits, with room for the statement's other parameters, and
+/// short enough that the statement text stays small.
+pub(super) const IN_LIST_MAX: usize = 1_000;
+
+/// A statement with an `IN (…)` list over `values`, once per chunk of at
+/// most `IN_LIST_MAX` values, with its arguments. `sql(params, n)` writes
+/// the statement, taking its placeholders from `params` in order: first
+/// those of `leading` (bound before the list), then `n` for the list.
+fn chunked<'a>(
+    engine: Engine,
+    leading: &'a [Arg],
+    values: &'a [Arg],
+    sql: impl Fn(&mut Params, usize) -> String + 'a,
+) -> impl Iterator<Item = (String, Vec<Arg>)> + 'a {
+    values.chunks(IN_LIST_MAX).map(move |chunk| {
+        let statement = sql(&mut Params::new(engine), chunk.len());
+        (statement, leading.iter().chain(chunk).cloned().collect())
+    })
+}
+
+/// The rows a `SELECT … IN (…)` over `values` returns (see `chunked`).
+pub(super) async fn select_in(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    leading: &[Arg],
+    values: &[Arg],
+    sql: impl Fn(&mut Params, usize) -> String,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut rows = Vec::new();
+    for (statement, args) in chunked(engine, leading, values, sql) {
+        let q = bind_all(sqlx::query(&statement).persistent(false), args);
+        rows.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
+/// The rows a `DELETE … IN (…)` over `values` affected (see `chunked`).
+pub(super) async fn execute_in(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    leading: &[Arg],
+    values: &[Arg],
+    sql: impl Fn(&mut Params, usize) -> String,
+) -> Result<u64, sqlx::Error> {
+    let mut affected = 0;
+    for (statement, args) in chunked(engine, leading, values, sql) {
+        let q = bind_all(sqlx::query(&statement).persistent(false), args);
+        affected += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(affected)
+}
+
+fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments<'q>>, args: Vec<Arg>) -> Query<'q, Any, AnyArguments<'q>> {
+    for arg in args {
+        q = bind(q, arg);
+    }
+    q
 }
 
 /// `INSERT INTO {table} ({columns}) VALUES (...), (...) {suffix}` for every
