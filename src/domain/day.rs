@@ -49,6 +49,19 @@ pub fn month_label(month: i64) -> String {
     format!("{:04}-{:02}", month / 100, month % 100)
 }
 
+impl serde::Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(self.days())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Day {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let days = i64::deserialize(d)?;
+        Day::from_days(days).ok_or_else(|| serde::de::Error::custom("day out of range"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

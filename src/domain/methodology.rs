@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::UtcOffset;
 
-use super::minimize::{CoarseRecord, Milligrams};
+use super::coarse::{CoarseRecord, Milligrams};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

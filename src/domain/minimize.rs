@@ -2,98 +2,13 @@
 //! the variant, the quantity rounded down to the methodology's bucket and
 //! the region cut to the city — and nothing else survives.
 
-use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
+use super::coarse::CoarseRecord;
 use super::day::Day;
 use super::event::{escape_pointer, FieldError, RawEvent};
 use super::methodology::Methodology;
-
-/// The only input the methodology accepts. It can be built by `minimize`
-/// (or by re-reading one the access layer sealed), never from a raw event
-/// directly, so no finer-grained data can reach a computation or storage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CoarseRecord {
-    kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    variant: Option<String>,
-    day: Day,
-    /// In the kind's base unit, rounded down to the bucket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    quantity: Option<u64>,
-    /// City-level administrative code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    region: Option<String>,
-}
-
-impl CoarseRecord {
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
-
-    pub fn variant(&self) -> Option<&str> {
-        self.variant.as_deref()
-    }
-
-    pub fn day(&self) -> Day {
-        self.day
-    }
-
-    pub fn quantity(&self) -> Option<u64> {
-        self.quantity
-    }
-
-    pub fn region(&self) -> Option<&str> {
-        self.region.as_deref()
-    }
-
-    /// The plaintext that gets sealed.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a coarse record serializes")
-    }
-
-    /// Re-reads a record the access layer sealed and has just opened.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
-}
-
-impl Serialize for Day {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i32(self.days())
-    }
-}
-
-impl<'de> Deserialize<'de> for Day {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let days = i64::deserialize(d)?;
-        Day::from_days(days).ok_or_else(|| serde::de::Error::custom("day out of range"))
-    }
-}
-
-/// An amount of CO2e in milligrams. Kept as an integer so sums are exact;
-/// shown to clients in grams.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Milligrams(pub i64);
-
-impl Milligrams {
-    pub fn grams(self) -> f64 {
-        self.0 as f64 / 1000.0
-    }
-}
-
-impl Serialize for Milligrams {
-    /// Whole grams serialize as integers (144, not 144.0).
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % 1000 == 0 {
-            s.serialize_i64(self.0 / 1000)
-        } else {
-            s.serialize_f64(self.grams())
-        }
-    }
-}
 
 /// How far in the future an event's time may lie (clock skew between the
 /// platform and us).
@@ -165,13 +80,7 @@ pub fn minimize(raw: &RawEvent, methodology: &Methodology, now: OffsetDateTime) 
         }
     };
 
-    Ok(CoarseRecord {
-        kind: raw.kind.clone(),
-        variant,
-        day,
-        quantity,
-        region,
-    })
+    Ok(CoarseRecord::new(raw.kind.clone(), variant, day, quantity, region))
 }
 
 /// Cuts a 6-digit administrative division code (GB/T 2260) to its city:
@@ -250,11 +159,5 @@ mod tests {
         let mut e = raw("clean_plate", json!({}));
         e.occurred_at = datetime!(2024-07-27 12:00 +08:00);
         assert_eq!(field(e), "/occurred_at");
-    }
-
-    #[test]
-    fn grams_serialize_as_integers_when_whole() {
-        assert_eq!(serde_json::to_string(&Milligrams(144_000)).unwrap(), "144");
-        assert_eq!(serde_json::to_string(&Milligrams(8_200)).unwrap(), "8.2");
     }
 }

@@ -347,9 +347,13 @@ impl Store {
             .iter()
             .map(|row| Ok(Arg::Blob(row.try_get(0)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        let shredded = execute_in(&mut *self.keys.acquire().await?, self.engine, &[], &tombstones, |p, n| {
-            format!("DELETE FROM subject_keys WHERE key_id IN ({})", p.list(n))
-        })
+        let shredded = execute_in(
+            &mut *self.keys.acquire().await?,
+            self.engine,
+            &[],
+            &tombstones,
+            |p, n| format!("DELETE FROM subject_keys WHERE key_id IN ({})", p.list(n)),
+        )
         .await?;
         if shredded > 0 {
             let mut w = self.begin_write().await?;
@@ -383,7 +387,10 @@ impl Store {
         let mut orphans: BTreeSet<SubjectRef> = held.iter().copied().collect();
         let held: Vec<Arg> = held.iter().map(|r| Arg::Blob(r.as_bytes().to_vec())).collect();
         let known = select_in(&mut *self.keys.acquire().await?, self.engine, &[], &held, |p, n| {
-            format!("SELECT ledger_ref FROM subject_keys WHERE ledger_ref IN ({})", p.list(n))
+            format!(
+                "SELECT ledger_ref FROM subject_keys WHERE ledger_ref IN ({})",
+                p.list(n)
+            )
         })
         .await?;
         for row in known {

@@ -60,7 +60,10 @@ impl Store {
         let mut out = HashMap::with_capacity(subjects.len());
         let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
         let rows = select_in(&mut *self.keys.acquire().await?, self.engine, &[], &list, |p, n| {
-            format!("SELECT subject, key_id, salt FROM subject_keys WHERE subject IN ({})", p.list(n))
+            format!(
+                "SELECT subject, key_id, salt FROM subject_keys WHERE subject IN ({})",
+                p.list(n)
+            )
         })
         .await?;
         for row in rows {
