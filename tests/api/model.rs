@@ -235,9 +235,7 @@ fn check(backend: Backend, cases: u32) {
     });
     let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
         rt.block_on(async {
-            let Some(app) = TestApp::spawn(backend).await else {
-                return Ok(());
-            };
+            let app = TestApp::spawn(backend).await.expect("the engine is configured");
             run(app, ops).await
         })
     });
@@ -253,8 +251,8 @@ fn service_and_model_agree_sqlite() {
 
 #[test]
 fn service_and_model_agree_postgres() {
-    if std::env::var_os(crate::helpers::POSTGRES_ENV).is_none() {
-        eprintln!("skipped: {} is not set", crate::helpers::POSTGRES_ENV);
+    if crate::helpers::postgres_url().is_none() {
+        crate::helpers::postgres_not_configured();
         return;
     }
     check(Backend::Postgres, 12);
