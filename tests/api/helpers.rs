@@ -6,7 +6,7 @@ use carbon_ledger::api::AppState;
 use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::Role;
-use carbon_ledger::policy::PolicySet;
+use carbon_ledger::policy::{DataClass, PolicySet};
 use carbon_ledger::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -373,6 +373,13 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// How long the compiled-in retention policy, the one every test app runs
+/// under, keeps `class`, in days.
+pub fn retention_days(class: DataClass) -> i64 {
+    let policies = PolicySet::load(None).expect("the compiled-in policies load");
+    i64::from(policies.retention.days(class))
 }
 
 /// An event for `subject` that happened today (in the methodology's zone).
