@@ -1,13 +1,15 @@
 //! The command line: `serve`, `migrate`, `tenant add`, `audit verify`,
 //! `policy check`. Global options each have an environment variable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::AppState;
+use crate::audit::offline::OfflineReport;
 use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::domain::Role;
@@ -219,11 +221,12 @@ impl Cli {
     }
 }
 
+fn read_text(file: &Path) -> Result<String, String> {
+    std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+}
+
 fn read_all(files: &[PathBuf]) -> Result<Vec<String>, String> {
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display())))
-        .collect()
+    files.iter().map(|f| read_text(f)).collect()
 }
 
 /// Runs a parsed command line.
@@ -243,210 +246,266 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             listen,
             sweep_interval_secs,
             checkpoint_interval_secs,
-        } => {
-            let store = Arc::new(cli.store(true).await?);
-            store.record_policy_load().await.map_err(|e| e.to_string())?;
-            // Finish any erasure a crash interrupted before serving anything.
-            let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
-            if keys + rows > 0 {
-                tracing::warn!(keys, rows, "finished interrupted erasures at start-up");
-            }
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(
-                %addr,
-                engine = ?store.engine(),
-                methodology = %store.policies().methodology.version,
-                "listening on http://{addr}"
-            );
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let sweeper = (*sweep_interval_secs > 0).then(|| {
-                tokio::spawn(crate::server::sweep_periodically(
-                    store.clone(),
-                    std::time::Duration::from_secs(*sweep_interval_secs),
-                    stopped.clone(),
-                ))
-            });
-            let checkpoints = (*checkpoint_interval_secs > 0).then(|| {
-                tokio::spawn(crate::server::checkpoint_periodically(
-                    store.clone(),
-                    std::time::Duration::from_secs(*checkpoint_interval_secs),
-                    stopped,
-                ))
-            });
-            let state = AppState::new(store.clone());
-            crate::server::serve(listener, state, crate::server::shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())?;
-            // Background work ends between runs, never inside one.
-            let _ = stop.send(true);
-            for task in [sweeper, checkpoints].into_iter().flatten() {
-                let _ = task.await;
-            }
-            store.close().await;
-        }
-        Command::Keys {
-            command: KeysCommand::Reshred,
-        } => {
-            let store = cli.store(false).await?;
-            let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
-            store.close().await;
-            println!("re-shredded {keys} erased people's keys; purged {rows} rows whose key is gone");
-        }
-        Command::Retention {
-            command: RetentionCommand::Sweep,
-        } => {
-            let store = cli.store(false).await?;
-            // The sweep acts under the retention policy: its load is logged.
-            store.record_policy_load().await.map_err(|e| e.to_string())?;
-            let (counts, seq) = store.sweep_retention().await.map_err(|e| e.to_string())?;
-            store.close().await;
-            println!(
-                "retention sweep done (audit entry {seq}): {} records, {} ledger entries, {} idempotency keys, \
-                 {} consent history entries purged; {} audit entries emptied",
-                counts.records,
-                counts.ledger_entries,
-                counts.idempotency_keys,
-                counts.consent_history,
-                counts.audit_entries
-            );
-        }
-        Command::Migrate => {
-            let store = cli.store(true).await?;
-            println!("database schema is up to date ({:?})", store.engine());
-            store.close().await;
-        }
+        } => serve(cli, listen, *sweep_interval_secs, *checkpoint_interval_secs).await,
+        Command::Migrate => migrate(cli).await,
         Command::Tenant {
             command: TenantCommand::Add { name, role },
-        } => {
-            let store = cli.store(true).await?;
-            let role = match role {
-                RoleArg::Platform => Role::Platform,
-                RoleArg::Auditor => Role::Auditor,
-                RoleArg::Admin => Role::Admin,
-            };
-            let (id, key) = store.add_tenant(name, role).await.map_err(|e| e.to_string())?;
-            println!(
-                "tenant {name} (id {id}, role {}) created; its API key is shown only now:",
-                role.as_str()
-            );
-            println!("{}", key.expose());
-            store.close().await;
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    from: Some(dir),
-                    checkpoint,
-                    public_key,
-                },
-        } => {
-            let kept = read_all(checkpoint)?;
-            let pinned = public_key
-                .as_ref()
-                .map(|file| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display())))
-                .transpose()?;
-            if pinned.is_none() {
-                eprintln!(
-                    "note: trusting the public key shipped in the export; pin the one you hold with --public-key"
-                );
-            }
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            match crate::audit::offline::verify_dir(dir, pinned.as_deref(), &kept, progress) {
-                Ok(report) => {
-                    if report.emptied > 0 {
-                        println!(
-                            "note: the oldest {} entries were emptied by retention; the totals cover the rest",
-                            report.emptied
-                        );
-                    }
-                    println!(
-                        "audit export verified: {} entries, {} signed checkpoints; totals from the log:",
-                        report.entries, report.checkpoints
-                    );
-                    println!(
-                        "{:>8}  {:<20} {:<8} {:>8} {:>16} {:>10}",
-                        "tenant", "kind", "month", "events", "reduction_g", "points"
-                    );
-                    for ((tenant, kind, month), t) in &report.totals {
-                        let grams =
-                            serde_json::to_string(&crate::domain::Milligrams(t.reduction_mg)).unwrap_or_default();
-                        let month = crate::domain::month_label(*month);
-                        println!(
-                            "{tenant:>8}  {kind:<20} {month:<8} {:>8} {grams:>16} {:>10}",
-                            t.events, t.points
-                        );
-                    }
-                }
-                Err(e) => {
-                    println!("audit export verification FAILED: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
-        Command::Audit {
-            command: AuditCommand::Export { out },
-        } => {
-            let store = cli.store(false).await?;
-            let n = store.export_audit(out).await.map_err(|e| e.to_string())?;
-            store.close().await;
-            println!(
-                "exported {n} audit entries with their signed checkpoints and public key to {}",
-                out.display()
-            );
-        }
-        Command::Audit {
-            command: AuditCommand::Checkpoint,
-        } => {
-            let store = cli.store(false).await?;
-            let note = store.checkpoint().await.map_err(|e| e.to_string())?;
-            store.close().await;
-            print!("{note}");
-        }
-        Command::Audit {
-            command: AuditCommand::PublicKey,
-        } => {
-            let store = cli.store(false).await?;
-            println!("{}", store.audit_public_key());
-            store.close().await;
-        }
-        Command::Audit {
-            command: AuditCommand::Verify {
+        } => add_tenant(cli, name, *role).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify {
+                from: Some(dir),
+                checkpoint,
+                public_key,
+            } => verify_audit_export(dir, checkpoint, public_key.as_deref()),
+            AuditCommand::Verify {
                 from: None, checkpoint, ..
-            },
-        } => {
-            let kept = read_all(checkpoint)?;
-            let store = cli.store(false).await?;
-            let check = store.verify_audit(&kept).await.map_err(|e| e.to_string())?;
-            store.close().await;
-            match check {
-                Ok(checked) => println!(
-                    "audit log verified: {} entries checked, head {}",
-                    checked.entries,
-                    hex::encode(checked.head)
-                ),
-                Err(e) => {
-                    println!("audit log verification FAILED: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
+            } => verify_audit_log(cli, checkpoint).await,
+            AuditCommand::Export { out } => export_audit(cli, out).await,
+            AuditCommand::Checkpoint => print_checkpoint(cli).await,
+            AuditCommand::PublicKey => print_audit_public_key(cli).await,
+        },
+        Command::Retention {
+            command: RetentionCommand::Sweep,
+        } => sweep_retention(cli).await,
+        Command::Keys {
+            command: KeysCommand::Reshred,
+        } => reshred_keys(cli).await,
         Command::Policy {
             command: PolicyCommand::Check,
-        } => {
-            let policies = cli.policies()?;
-            let m = &policies.methodology;
-            println!("policies ({}) are valid", policies.source);
-            println!(
-                "methodology {} with {} kinds: {}",
-                m.version,
-                m.kinds.len(),
-                m.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            println!("digest {}", policies.digest);
+        } => check_policies(cli),
+    }
+}
+
+async fn serve(
+    cli: &Cli,
+    listen: &str,
+    sweep_interval_secs: u64,
+    checkpoint_interval_secs: u64,
+) -> Result<ExitCode, String> {
+    let store = Arc::new(cli.store(true).await?);
+    store.record_policy_load().await.map_err(|e| e.to_string())?;
+    finish_interrupted_erasures(&store).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        %addr,
+        engine = ?store.engine(),
+        methodology = %store.policies().methodology.version,
+        "listening on http://{addr}"
+    );
+    let background = BackgroundTasks::start(&store, sweep_interval_secs, checkpoint_interval_secs);
+    let state = AppState::new(store.clone());
+    crate::server::serve(listener, state, crate::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    background.stop().await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finishes any erasure a crash interrupted, before anything is served.
+async fn finish_interrupted_erasures(store: &Store) -> Result<(), String> {
+    let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
+    if keys + rows > 0 {
+        tracing::warn!(keys, rows, "finished interrupted erasures at start-up");
+    }
+    Ok(())
+}
+
+/// The periodic retention sweeps and signed checkpoints beside the server;
+/// an interval of 0 turns its task off.
+struct BackgroundTasks {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    fn start(store: &Arc<Store>, sweep_interval_secs: u64, checkpoint_interval_secs: u64) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sweeper = (sweep_interval_secs > 0).then(|| {
+            tokio::spawn(crate::server::sweep_periodically(
+                store.clone(),
+                Duration::from_secs(sweep_interval_secs),
+                stopped.clone(),
+            ))
+        });
+        let checkpoints = (checkpoint_interval_secs > 0).then(|| {
+            tokio::spawn(crate::server::checkpoint_periodically(
+                store.clone(),
+                Duration::from_secs(checkpoint_interval_secs),
+                stopped,
+            ))
+        });
+        let tasks = [sweeper, checkpoints].into_iter().flatten().collect();
+        Self { stop, tasks }
+    }
+
+    /// Background work ends between runs, never inside one.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
+}
+
+async fn migrate(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(true).await?;
+    println!("database schema is up to date ({:?})", store.engine());
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn add_tenant(cli: &Cli, name: &str, role: RoleArg) -> Result<ExitCode, String> {
+    let store = cli.store(true).await?;
+    let role = match role {
+        RoleArg::Platform => Role::Platform,
+        RoleArg::Auditor => Role::Auditor,
+        RoleArg::Admin => Role::Admin,
+    };
+    let (id, key) = store.add_tenant(name, role).await.map_err(|e| e.to_string())?;
+    println!(
+        "tenant {name} (id {id}, role {}) created; its API key is shown only now:",
+        role.as_str()
+    );
+    println!("{}", key.expose());
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify` against the database: the log, its chain and tree, and
+/// every signed checkpoint, stored or `kept`.
+async fn verify_audit_log(cli: &Cli, kept_checkpoints: &[PathBuf]) -> Result<ExitCode, String> {
+    let kept = read_all(kept_checkpoints)?;
+    let store = cli.store(false).await?;
+    let check = store.verify_audit(&kept).await.map_err(|e| e.to_string())?;
+    store.close().await;
+    match check {
+        Ok(checked) => {
+            println!(
+                "audit log verified: {} entries checked, head {}",
+                checked.entries,
+                hex::encode(checked.head)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("audit log verification FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `audit verify --from`: an export, offline, with no database or secret.
+fn verify_audit_export(
+    dir: &Path,
+    kept_checkpoints: &[PathBuf],
+    pinned_key_file: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let kept = read_all(kept_checkpoints)?;
+    let pinned = pinned_key_file.map(read_text).transpose()?;
+    if pinned.is_none() {
+        eprintln!("note: trusting the public key shipped in the export; pin the one you hold with --public-key");
+    }
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match crate::audit::offline::verify_dir(dir, pinned.as_deref(), &kept, progress) {
+        Ok(report) => {
+            print_export_report(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("audit export verification FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A verified export's counts, then its totals by tenant, kind and month.
+fn print_export_report(report: &OfflineReport) {
+    if report.emptied > 0 {
+        println!(
+            "note: the oldest {} entries were emptied by retention; the totals cover the rest",
+            report.emptied
+        );
+    }
+    println!(
+        "audit export verified: {} entries, {} signed checkpoints; totals from the log:",
+        report.entries, report.checkpoints
+    );
+    println!(
+        "{:>8}  {:<20} {:<8} {:>8} {:>16} {:>10}",
+        "tenant", "kind", "month", "events", "reduction_g", "points"
+    );
+    for ((tenant, kind, month), t) in &report.totals {
+        let grams = serde_json::to_string(&crate::domain::Milligrams(t.reduction_mg)).unwrap_or_default();
+        let month = crate::domain::month_label(*month);
+        println!(
+            "{tenant:>8}  {kind:<20} {month:<8} {:>8} {grams:>16} {:>10}",
+            t.events, t.points
+        );
+    }
+}
+
+async fn export_audit(cli: &Cli, out: &Path) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let n = store.export_audit(out).await.map_err(|e| e.to_string())?;
+    store.close().await;
+    println!(
+        "exported {n} audit entries with their signed checkpoints and public key to {}",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_checkpoint(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let note = store.checkpoint().await.map_err(|e| e.to_string())?;
+    store.close().await;
+    print!("{note}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_audit_public_key(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    println!("{}", store.audit_public_key());
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sweep_retention(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    // The sweep acts under the retention policy: its load is logged.
+    store.record_policy_load().await.map_err(|e| e.to_string())?;
+    let (counts, seq) = store.sweep_retention().await.map_err(|e| e.to_string())?;
+    store.close().await;
+    println!(
+        "retention sweep done (audit entry {seq}): {} records, {} ledger entries, {} idempotency keys, \
+         {} consent history entries purged; {} audit entries emptied",
+        counts.records, counts.ledger_entries, counts.idempotency_keys, counts.consent_history, counts.audit_entries
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reshred_keys(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let (keys, rows) = store.reshred().await.map_err(|e| e.to_string())?;
+    store.close().await;
+    println!("re-shredded {keys} erased people's keys; purged {rows} rows whose key is gone");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_policies(cli: &Cli) -> Result<ExitCode, String> {
+    let policies = cli.policies()?;
+    let m = &policies.methodology;
+    println!("policies ({}) are valid", policies.source);
+    println!(
+        "methodology {} with {} kinds: {}",
+        m.version,
+        m.kinds.len(),
+        m.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!("digest {}", policies.digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ async fn published_luzhou_figures(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let r = receipts(&body);
+    assert_eq!(r.len(), 2, "{body}");
     assert_eq!(
         (r[0]["reduction_g"].clone(), r[0]["points"].clone()),
         (json!(144), json!(5))
@@ -91,6 +92,7 @@ async fn the_same_batch_twice_yields_one_set_of_records(app: TestApp) {
     let (_, first) = app.post_enrolled(&batch(events.clone())).await;
     let (status, second) = app.post_enrolled(&batch(events)).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!((receipts(&first).len(), receipts(&second).len()), (20, 20));
     for (a, b) in receipts(&first).iter().zip(receipts(&second)) {
         assert_eq!(a["status"], "recorded");
         assert_eq!(b["status"], "duplicate");
@@ -155,10 +157,10 @@ async fn daily_caps_limit_credit(app: TestApp) {
         .map(|i| event(&format!("bus-{i}"), "u-cap", "transit_ride", json!({"mode": "bus"})))
         .collect();
     let (_, body) = app.post_enrolled(&batch(buses)).await;
+    let r = receipts(&body);
+    assert_eq!(r.len(), 4, "{body}");
     assert!(
-        receipts(&body)
-            .iter()
-            .all(|r| r["capped"] == false && r["reduction_g"] == 80),
+        r.iter().all(|r| r["capped"] == false && r["reduction_g"] == 80),
         "{body}"
     );
     let (_, body) = app
@@ -233,7 +235,9 @@ async fn a_full_batch_is_accepted(app: TestApp) {
         .collect();
     let (status, body) = app.post_enrolled(&batch(events)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(receipts(&body).iter().all(|r| r["status"] == "recorded"));
+    let r = receipts(&body);
+    assert_eq!(r.len(), 1000);
+    assert!(r.iter().all(|r| r["status"] == "recorded"));
     assert!(app.store.verify_audit(&[]).await.unwrap().is_ok());
 }
 

@@ -6,7 +6,7 @@ use carbon_ledger::api::AppState;
 use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::Role;
-use carbon_ledger::policy::PolicySet;
+use carbon_ledger::policy::{DataClass, PolicySet};
 use carbon_ledger::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -36,11 +36,29 @@ macro_rules! on_both_engines {
             async fn postgres() {
                 match crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await {
                     Some(app) => super::$name(app).await,
-                    None => eprintln!("skipped: {} is not set", crate::helpers::POSTGRES_ENV),
+                    None => crate::helpers::postgres_not_configured(),
                 }
             }
         }
     )* };
+}
+
+/// The PostgreSQL server tests may use, if one is configured.
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_ENV).ok()
+}
+
+/// What a PostgreSQL test does without a server: a plain `cargo test` on a
+/// developer's machine skips it, but under CI (`CI` set) a skip would let
+/// the PostgreSQL half of the suite pass without running, so it fails.
+pub fn postgres_not_configured() {
+    if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) {
+        panic!(
+            "{POSTGRES_ENV} is not set, and CI is: set {POSTGRES_ENV} to a PostgreSQL server \
+             the tests may create databases on, e.g. postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
+    eprintln!("skipped: {POSTGRES_ENV} is not set");
 }
 
 fn init() {
@@ -65,7 +83,7 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     pub async fn create() -> Option<Self> {
-        let admin_url = std::env::var(POSTGRES_ENV).ok()?;
+        let admin_url = postgres_url()?;
         let name = format!("cl_test_{}", hex::encode(carbon_ledger::crypto::random_bytes::<6>()));
         let admin = AnyPool::connect(&admin_url)
             .await
@@ -355,6 +373,13 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// How long the compiled-in retention policy, the one every test app runs
+/// under, keeps `class`, in days.
+pub fn retention_days(class: DataClass) -> i64 {
+    let policies = PolicySet::load(None).expect("the compiled-in policies load");
+    i64::from(policies.retention.days(class))
 }
 
 /// An event for `subject` that happened today (in the methodology's zone).

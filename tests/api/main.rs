@@ -1,7 +1,8 @@
 //! One integration-test binary (fast to link). Each story runs against the
 //! real server on an ephemeral port, on SQLite and — when
 //! CARBON_LEDGER_TEST_POSTGRES_URL names a server — on PostgreSQL, each
-//! test in a database of its own.
+//! test in a database of its own. Without that server the PostgreSQL tests
+//! are skipped, except under CI (`CI` set), where they fail.
 
 #[macro_use]
 mod helpers;

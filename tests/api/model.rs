@@ -6,18 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use carbon_ledger::domain::{minimize, parse_event, Role, SubjectId, TenantId};
+use carbon_ledger::policy::DataClass;
 use carbon_ledger::store::{Access, Actor, IngestItem, IngestOutcome, Kinds, Purpose, StoreError};
 use proptest::prelude::*;
 use serde_json::json;
 use sqlx::Row;
 use time::Duration;
 
-use crate::helpers::{event, Backend, TestApp};
+use crate::helpers::{event, retention_days, Backend, TestApp};
 
 const SUBJECTS: [&str; 3] = ["ann", "ben", "cai"];
 const KINDS: [&str; 2] = ["clothes_recycling", "clean_plate"];
-const RECORD_DAYS: i64 = 730;
-const LEDGER_DAYS: i64 = 3650;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -58,6 +57,9 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default, Debug)]
 struct Model {
     today: i64,
+    /// The retention periods, in days, of records and of ledger entries.
+    record_days: i64,
+    ledger_days: i64,
     known: BTreeSet<usize>,
     consent: BTreeMap<usize, Option<usize>>,
     /// (subject, kind, day) of each stored record.
@@ -93,15 +95,22 @@ impl Model {
     fn visible_records(&self, subject: usize) -> usize {
         self.records
             .iter()
-            .filter(|&&(s, _, d)| s == subject && d >= self.today - RECORD_DAYS)
+            .filter(|&&(s, _, d)| s == subject && d >= self.today - self.record_days)
             .count()
     }
 
     fn visible_events(&self, subject: usize) -> i64 {
         self.ledger
             .iter()
-            .filter(|&&(s, _, d)| s == subject && d >= self.today - LEDGER_DAYS)
+            .filter(|&&(s, _, d)| s == subject && d >= self.today - self.ledger_days)
             .count() as i64
+    }
+
+    /// What a retention sweep leaves.
+    fn sweep(&mut self) {
+        let (today, record_days, ledger_days) = (self.today, self.record_days, self.ledger_days);
+        self.records.retain(|&(_, _, d)| d >= today - record_days);
+        self.ledger.retain(|&(_, _, d)| d >= today - ledger_days);
     }
 }
 
@@ -119,6 +128,8 @@ async fn run(app: TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let today = carbon_ledger::domain::Day::from_date(app.clock_now().to_offset(offset).date());
     let mut model = Model {
         today: i64::from(today.days()),
+        record_days: retention_days(DataClass::Records),
+        ledger_days: retention_days(DataClass::LedgerEntries),
         ..Model::default()
     };
     let mut counter = 0;
@@ -190,9 +201,7 @@ async fn run(app: TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Sweep => {
                 store.sweep_retention().await.unwrap();
-                let today = model.today;
-                model.records.retain(|&(_, _, d)| d >= today - RECORD_DAYS);
-                model.ledger.retain(|&(_, _, d)| d >= today - LEDGER_DAYS);
+                model.sweep();
             }
         }
         // After every step, every known subject reads as the model says.
@@ -211,8 +220,7 @@ async fn run(app: TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Stored, not only readable: the rows left match what the model holds
     // (expired rows may remain until a sweep, so sweep first).
     store.sweep_retention().await.unwrap();
-    let today = model.today;
-    model.records.retain(|&(_, _, d)| d >= today - RECORD_DAYS);
+    model.sweep();
     let db = app.raw_ledger().await;
     let stored: i64 = sqlx::query("SELECT COUNT(*) FROM records")
         .fetch_one(&db)
@@ -235,9 +243,7 @@ fn check(backend: Backend, cases: u32) {
     });
     let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
         rt.block_on(async {
-            let Some(app) = TestApp::spawn(backend).await else {
-                return Ok(());
-            };
+            let app = TestApp::spawn(backend).await.expect("the engine is configured");
             run(app, ops).await
         })
     });
@@ -253,8 +259,8 @@ fn service_and_model_agree_sqlite() {
 
 #[test]
 fn service_and_model_agree_postgres() {
-    if std::env::var_os(crate::helpers::POSTGRES_ENV).is_none() {
-        eprintln!("skipped: {} is not set", crate::helpers::POSTGRES_ENV);
+    if crate::helpers::postgres_url().is_none() {
+        crate::helpers::postgres_not_configured();
         return;
     }
     check(Backend::Postgres, 12);

@@ -2,12 +2,13 @@
 //! purged by the sweeper, which leaves an audit entry counting what went.
 
 use carbon_ledger::audit::{Action, SweepCounts};
+use carbon_ledger::policy::DataClass;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Row;
 use time::Duration;
 
-use crate::helpers::{event, Backend, TestApp};
+use crate::helpers::{event, retention_days, Backend, TestApp};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -23,8 +24,8 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
         .unwrap()
         .get(0);
 
-    // Records live 730 days: on day 730 the record is still there...
-    app.clock.advance(Duration::days(730));
+    // On the last day of the records' period the record is still there...
+    app.clock.advance(Duration::days(retention_days(DataClass::Records)));
     let (_, page) = app.get("/v1/subjects/ivan/records").await;
     assert_eq!(page["records"].as_array().unwrap().len(), 1);
 
@@ -39,7 +40,7 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "still stored until the sweep");
-    // The accounting line lives longer (ten years, for the points).
+    // The accounting line lives longer (as long as the points).
     let (_, account) = app.get("/v1/subjects/ivan/account").await;
     assert_eq!(account["points_balance"], 5);
 
@@ -53,9 +54,14 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
         .get(0);
     assert_eq!(stored, 0);
     if app.backend == Backend::Sqlite {
-        for file in ["ledger.db", "ledger.db-wal"] {
-            let bytes = std::fs::read(app.dir.path().join(file)).unwrap_or_default();
-            assert!(!contains(&bytes, &sealed), "the purged record's bytes remain in {file}");
+        let files =
+            ["ledger.db", "ledger.db-wal"].map(|f| (f, std::fs::read(app.dir.path().join(f)).unwrap_or_default()));
+        assert!(
+            files.iter().any(|(_, bytes)| !bytes.is_empty()),
+            "the ledger's files hold something to search"
+        );
+        for (file, bytes) in &files {
+            assert!(!contains(bytes, &sealed), "the purged record's bytes remain in {file}");
         }
     }
     let entries = app.store.audit_entries(seq - 1, 1).await.unwrap();
@@ -72,7 +78,8 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
 async fn expired_audit_entries_are_emptied_and_the_chain_still_verifies(app: TestApp) {
     app.post_enrolled(&event("a1", "jane", "clean_plate", json!({}))).await;
     let before = app.store.audit_entries(0, 1000).await.unwrap().len();
-    app.clock.advance(Duration::days(3651));
+    let past_both_periods = retention_days(DataClass::AuditEntries).max(retention_days(DataClass::LedgerEntries)) + 1;
+    app.clock.advance(Duration::days(past_both_periods));
     let (counts, _) = app.store.sweep_retention().await.unwrap();
     assert_eq!(counts.audit_entries as usize, before);
     assert_eq!(counts.ledger_entries, 1);
@@ -93,13 +100,14 @@ async fn expired_audit_entries_are_emptied_and_the_chain_still_verifies(app: Tes
 }
 
 async fn the_consent_in_force_outlives_its_history_period(app: TestApp) {
+    let past_history_period = Duration::days(retention_days(DataClass::ConsentHistory) + 1);
     app.enroll("kim").await;
-    app.clock.advance(Duration::days(1826));
+    app.clock.advance(past_history_period);
     let (counts, _) = app.store.sweep_retention().await.unwrap();
     assert_eq!(counts.consent_history, 0, "the grants behind consents in force stay");
     let url = app.url("/v1/subjects/kim/consents/rewards");
     app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
-    app.clock.advance(Duration::days(1826));
+    app.clock.advance(past_history_period);
     let (counts, _) = app.store.sweep_retention().await.unwrap();
     // The rewards grant and its withdrawal went; the accounting grant stays.
     assert_eq!(counts.consent_history, 2);

@@ -134,6 +134,7 @@ async fn the_export_holds_everything_on_the_person_and_nothing_else(app: TestApp
     assert_eq!(plate["factor"]["g_per_unit"], 144.0);
     assert!(plate["factor"]["source"].as_str().unwrap().contains("Luzhou"));
     assert_eq!(plate["region"], "510500");
+    assert_eq!(records.len(), 8);
     assert!(records.iter().all(|r| r["factor"].is_object()));
 
     let consents: Vec<&str> = export["consents"]
@@ -175,7 +176,9 @@ async fn the_export_holds_everything_on_the_person_and_nothing_else(app: TestApp
     // Nothing of anyone else.
     let (_, noah) = app.get("/v1/subjects/noah/records").await;
     let text = export.to_string();
-    for r in noah["records"].as_array().unwrap() {
+    let noah_records = noah["records"].as_array().unwrap();
+    assert_eq!(noah_records.len(), 8);
+    for r in noah_records {
         assert!(!text.contains(r["record_id"].as_str().unwrap()));
     }
     assert!(!text.contains("noah") && !text.contains("maya"));
@@ -258,6 +261,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
     ]))
     .await;
     let olga = copy_records(&app).await;
+    assert_eq!(olga.len(), 3);
     app.post_enrolled(&event("p1", "pia", "clean_plate", json!({}))).await;
     let backup = copy_records(&app).await;
     assert_eq!(
@@ -322,6 +326,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
             .iter()
             .flat_map(|f| std::fs::read(app.dir.path().join(f)).unwrap_or_default())
             .collect();
+        assert!(!files.is_empty(), "the files hold something to search");
         for record in &olga {
             assert!(
                 !contains(&files, &record.sealed),
@@ -329,7 +334,9 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
             );
         }
         let remaining = live_salts(&app).await;
-        for salt in salts.iter().filter(|s| !remaining.contains(s)) {
+        let erased: Vec<_> = salts.iter().filter(|s| !remaining.contains(s)).collect();
+        assert_eq!(erased.len(), 1, "her salt, and only hers, left the key store");
+        for salt in erased {
             assert!(!contains(&files, salt), "the erased salt remains in the files");
         }
     }
