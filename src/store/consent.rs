@@ -85,20 +85,39 @@ pub struct ConsentChange {
     pub audit_seq: Option<u64>,
 }
 
-/// The consents of a batch's subjects, for ingest.
-#[derive(Default)]
+/// The consents of a batch's subjects, for ingest, with each purpose's
+/// current notice version.
 pub(super) struct ConsentState {
     consents: HashMap<(SubjectRef, Purpose), (u32, Kinds)>,
+    current: HashMap<Purpose, u32>,
 }
 
 impl ConsentState {
+    pub(super) fn new(policy: &crate::policy::ConsentPolicy) -> Self {
+        Self {
+            consents: HashMap::new(),
+            current: policy
+                .purposes
+                .keys()
+                .map(|p| (*p, policy.get(*p).notice_version))
+                .collect(),
+        }
+    }
+
+    /// Records a consent in force (as stored).
+    pub(super) fn insert(&mut self, subject: SubjectRef, purpose: Purpose, notice_version: u32, kinds: Kinds) {
+        self.consents.insert((subject, purpose), (notice_version, kinds));
+    }
+
     /// Whether `subject` consents, under the current notice, to `purpose`
     /// for `kind`.
-    pub(super) fn allows(&self, store: &Store, subject: &SubjectRef, purpose: Purpose, kind: &str) -> bool {
-        let current = store.policies.consent.get(purpose).notice_version;
+    pub(super) fn allows(&self, subject: &SubjectRef, purpose: Purpose, kind: &str) -> bool {
+        let Some(current) = self.current.get(&purpose) else {
+            return false;
+        };
         self.consents
             .get(&(*subject, purpose))
-            .is_some_and(|(version, kinds)| *version == current && kinds.covers(kind))
+            .is_some_and(|(version, kinds)| version == current && kinds.covers(kind))
     }
 }
 
@@ -116,7 +135,7 @@ impl Store {
         tenant: TenantId,
         subjects: &[SubjectRef],
     ) -> Result<ConsentState, StoreError> {
-        let mut state = ConsentState::default();
+        let mut state = ConsentState::new(&self.policies.consent);
         let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
         let rows = select_in(w.conn(), self.engine, &[Arg::Int(tenant.get())], &list, |p, n| {
             format!(
@@ -133,10 +152,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("a stored consent names an unknown purpose".into()))?;
             let version = u32::try_from(row.try_get::<i64, _>(2)?)
                 .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
-            state.consents.insert(
-                (subject, purpose),
-                (version, Kinds::decode(&row.try_get::<String, _>(3)?)),
-            );
+            state.insert(subject, purpose, version, Kinds::decode(&row.try_get::<String, _>(3)?));
         }
         Ok(state)
     }

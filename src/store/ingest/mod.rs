@@ -1,17 +1,25 @@
 //! Recording a batch of minimized events: one transaction for the whole
 //! batch, a handful of statements whatever its size (the round trips, not
-//! the crypto, decide throughput).
+//! the crypto, decide throughput). In three steps: load what the batch's
+//! subjects already have (keys, consents, receipts, daily usage), decide
+//! each event (`decide`, pure), write the rows (`rows`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use sqlx::Row;
 
-use super::sql::{insert_rows, select_in, Arg};
+mod decide;
+mod rows;
+
+use decide::{decide, Decision, Usage};
+use rows::BatchRows;
+
+use super::sql::{select_in, Arg};
 use super::{Access, Store, StoreError};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
-use crate::domain::{CoarseRecord, DailyUsage, Day, EventId, Milligrams, SubjectId};
+use crate::domain::{CoarseRecord, Day, EventId, Milligrams, SubjectId};
 use crate::policy::{Permission, Purpose};
 
 /// One valid event, minimized, ready to be recorded.
@@ -86,41 +94,6 @@ pub enum IngestOutcome {
     EventIdReused,
 }
 
-type DayKey = (SubjectRef, Day, String);
-
-/// Credited events and milligrams per subject, day, kind (and variant).
-#[derive(Default)]
-struct Usage {
-    kinds: HashMap<DayKey, (i64, i64)>,
-    variants: HashMap<(DayKey, String), (i64, i64)>,
-}
-
-impl Usage {
-    fn of(&self, key: &DayKey, variant: &str) -> DailyUsage {
-        let (kind_events, kind_mg) = self.kinds.get(key).copied().unwrap_or_default();
-        let (variant_events, variant_mg) = self
-            .variants
-            .get(&(key.clone(), variant.to_owned()))
-            .copied()
-            .unwrap_or_default();
-        DailyUsage {
-            kind_events,
-            kind_mg,
-            variant_events,
-            variant_mg,
-        }
-    }
-
-    fn add(&mut self, key: DayKey, variant: String, events: i64, mg: i64) {
-        let k = self.kinds.entry(key.clone()).or_default();
-        k.0 += events;
-        k.1 += mg;
-        let v = self.variants.entry((key, variant)).or_default();
-        v.0 += events;
-        v.1 += mg;
-    }
-}
-
 impl Store {
     /// Records a batch under the methodology in force. Every item is
     /// recorded, recognized as a duplicate, or refused for want of consent;
@@ -168,66 +141,38 @@ impl Store {
         let mut usage = self.usage(&mut w, tenant.get(), &refs, first, last).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
-        let (mut records, mut ledger, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-        // Report totals per (kind, month): events, milligrams, points.
-        let mut totals: HashMap<(String, i32), (i64, i64, i64)> = HashMap::new();
+        let mut rows = BatchRows::default();
         for (lookup, event_key, record) in items {
-            let refused = || IngestOutcome::ConsentRequired {
-                purpose: Purpose::Accounting,
-                kind: record.kind().to_owned(),
-            };
-            let Some(keys_of_subject) = subjects.get(&lookup) else {
-                outcomes.push(refused());
+            let subject = subjects.get(&lookup);
+            let fingerprint = subject.map(|k| self.pseudonyms.event_fingerprint(&k.ledger_ref, &record.encode()));
+            let decided = decide(
+                methodology,
+                &consents,
+                &seen,
+                &mut usage,
+                subject.map(|k| k.ledger_ref).zip(fingerprint),
+                &event_key,
+                &record,
+            )?;
+            let (Decision::Record { assessment, points }, Some(keys), Some(fingerprint)) =
+                (decided.clone(), subject, fingerprint)
+            else {
+                outcomes.push(decided.into_outcome());
                 continue;
-            };
-            let subject = keys_of_subject.ledger_ref;
-            // Consent first: a retry after a withdrawal is refused, not
-            // answered with what was deleted.
-            if !consents.allows(self, &subject, Purpose::Accounting, record.kind()) {
-                outcomes.push(refused());
-                continue;
-            }
-            let fingerprint = self.pseudonyms.event_fingerprint(&subject, &record.encode());
-            if let Some((receipt, earlier)) = seen.get(&event_key) {
-                outcomes.push(if *earlier == fingerprint {
-                    IngestOutcome::Duplicate(receipt.clone())
-                } else {
-                    IngestOutcome::EventIdReused
-                });
-                continue;
-            }
-            let day_key = (subject, record.day(), record.kind().to_owned());
-            let variant = record.variant().unwrap_or("").to_owned();
-            let assessment = methodology
-                .assess(&record, &usage.of(&day_key, &variant))
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "kind {} is not in methodology {}",
-                        record.kind(),
-                        methodology.version
-                    ))
-                })?;
-            // Caps count credited events: one recorded at zero uses no allowance.
-            let credited = i64::from(assessment.reduction.0 > 0);
-            usage.add(day_key, variant.clone(), credited, assessment.reduction.0);
-            let points = if consents.allows(self, &subject, Purpose::Rewards, record.kind()) {
-                assessment.points
-            } else {
-                0
             };
             let record_id = RecordId::generate();
             let aad = RecordAad {
                 record_id: &record_id.0,
-                subject: &subject,
+                subject: &keys.ledger_ref,
                 key_version: CURRENT_KEY_VERSION,
                 kind: record.kind(),
                 day: record.day().days(),
             };
-            let sealed = seal(keys_of_subject, &aad, &record.encode());
+            let sealed = seal(keys, &aad, &record.encode());
             let audit_seq = w.append(
                 Some(tenant),
                 Action::RecordWritten {
-                    subject: keys_of_subject.audit_ref,
+                    subject: keys.audit_ref,
                     record_id: record_id.0,
                     kind: record.kind().to_owned(),
                     variant: record.variant().map(str::to_owned),
@@ -246,140 +191,20 @@ impl Store {
                 capped: assessment.capped,
                 audit_seq,
             };
-            let (t, s, r, at) = (tenant.get(), subject.as_bytes().to_vec(), record_id.0.to_vec(), w.at);
-            records.push(vec![
-                Arg::Blob(r.clone()),
-                Arg::Int(t),
-                Arg::Blob(s.clone()),
-                Arg::Text(record.kind().to_owned()),
-                Arg::Int(record.day().days().into()),
-                Arg::Int(CURRENT_KEY_VERSION.into()),
-                Arg::Blob(sealed),
-                Arg::Int(at),
-            ]);
-            ledger.push(vec![
-                Arg::Int(t),
-                Arg::Blob(s.clone()),
-                Arg::Blob(r.clone()),
-                Arg::Text(record.kind().to_owned()),
-                Arg::Text(variant),
-                Arg::Int(record.day().days().into()),
-                Arg::Int(record.day().month().into()),
-                Arg::Int(receipt.reduction.0),
-                Arg::Int(receipt.points),
-                Arg::Text(receipt.methodology_version.clone()),
-                Arg::Int(receipt.capped.into()),
-                Arg::Int(at),
-            ]);
-            keys.push(vec![
-                Arg::Int(t),
-                Arg::Blob(event_key.as_bytes().to_vec()),
-                Arg::Blob(fingerprint.to_vec()),
-                Arg::Blob(s),
-                Arg::Blob(r),
-                Arg::Int(receipt.reduction.0),
-                Arg::Int(receipt.points),
-                Arg::Text(receipt.methodology_version.clone()),
-                Arg::Int(receipt.capped.into()),
-                Arg::Int(audit_seq as i64),
-                Arg::Int(at),
-            ]);
-            let cell = totals
-                .entry((record.kind().to_owned(), record.day().month()))
-                .or_default();
-            *cell = (cell.0 + 1, cell.1 + receipt.reduction.0, cell.2 + receipt.points);
+            rows.add(
+                tenant,
+                keys.ledger_ref,
+                &event_key,
+                fingerprint,
+                &record,
+                sealed,
+                &receipt,
+                w.at,
+            );
             seen.insert(event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
         }
-
-        let conn = w.conn();
-        insert_rows(
-            conn,
-            self.engine,
-            "records",
-            &[
-                "record_id",
-                "tenant_id",
-                "subject",
-                "kind",
-                "day",
-                "key_version",
-                "sealed",
-                "created_at",
-            ],
-            records,
-            "",
-        )
-        .await?;
-        insert_rows(
-            conn,
-            self.engine,
-            "ledger_entries",
-            &[
-                "tenant_id",
-                "subject",
-                "record_id",
-                "kind",
-                "variant",
-                "day",
-                "month",
-                "reduction_mg",
-                "points",
-                "methodology_version",
-                "capped",
-                "created_at",
-            ],
-            ledger,
-            "",
-        )
-        .await?;
-        insert_rows(
-            conn,
-            self.engine,
-            "idempotency_keys",
-            &[
-                "tenant_id",
-                "event_key",
-                "content_hash",
-                "subject",
-                "record_id",
-                "reduction_mg",
-                "points",
-                "methodology_version",
-                "capped",
-                "audit_seq",
-                "created_at",
-            ],
-            keys,
-            "",
-        )
-        .await?;
-        // One row per cell in the statement: PostgreSQL refuses to update a
-        // row twice in one INSERT ... ON CONFLICT.
-        let totals: Vec<Vec<Arg>> = totals
-            .into_iter()
-            .map(|((kind, month), (events, mg, points))| {
-                vec![
-                    Arg::Int(tenant.get()),
-                    Arg::Text(kind),
-                    Arg::Int(month.into()),
-                    Arg::Int(events),
-                    Arg::Int(mg),
-                    Arg::Int(points),
-                ]
-            })
-            .collect();
-        insert_rows(
-            w.conn(),
-            self.engine,
-            "reduction_totals",
-            &["tenant_id", "kind", "month", "events", "reduction_mg", "points"],
-            totals,
-            "ON CONFLICT (tenant_id, kind, month) DO UPDATE SET events = reduction_totals.events + excluded.events, \
-             reduction_mg = reduction_totals.reduction_mg + excluded.reduction_mg, \
-             points = reduction_totals.points + excluded.points",
-        )
-        .await?;
+        rows.write(w.conn(), self.engine, tenant).await?;
         w.commit().await?;
         Ok(outcomes)
     }
