@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::extract::{Caller, JsonBody, Subject};
+use super::views::{ConsentChangeView, ConsentView};
 use super::{json, ApiError, AppState};
 use crate::domain::{escape_pointer, scrub, FieldError, Methodology};
 use crate::policy::{DataClass, Purpose};
@@ -109,7 +110,7 @@ pub async fn grant(
         .store
         .grant_consent(&caller.access(purpose), &subject, notice_version, kinds)
         .await?;
-    Ok(json(StatusCode::OK, &change))
+    Ok(json(StatusCode::OK, &ConsentChangeView::from(&change)))
 }
 
 pub async fn withdraw(
@@ -122,7 +123,7 @@ pub async fn withdraw(
     super::subjects::no_query(query)?;
     let purpose = purpose_of(&params)?;
     let change = state.store.withdraw_consent(&caller.access(purpose), &subject).await?;
-    Ok(json(StatusCode::OK, &change))
+    Ok(json(StatusCode::OK, &ConsentChangeView::from(&change)))
 }
 
 pub async fn list(
@@ -134,5 +135,7 @@ pub async fn list(
         .store
         .consents(&caller.access(Purpose::Accounting), &subject)
         .await?;
+    let methodology = &state.store.policies().methodology;
+    let consents: Vec<ConsentView> = consents.iter().map(|c| ConsentView::new(c, methodology)).collect();
     Ok(json(StatusCode::OK, &json!({ "consents": consents })))
 }

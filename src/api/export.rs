@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 
 use super::detach::Slot;
 use super::extract::{Caller, Subject};
+use super::views::export::{ConsentEventView, Controller, Factors, LedgerLineView, Processing, RecordWithFactor};
+use super::views::{ConsentView, RecordView, EXPORT_FORMAT};
 use super::{ApiError, AppState};
 use crate::store::{ExportSession, Purpose, Store, StoreError};
 
@@ -155,18 +157,26 @@ async fn stream(
 }
 
 async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> Result<(), Stop> {
+    let methodology = &store.policies().methodology;
     let h = &session.header;
     pages.push(b"{\"format\":");
-    pages.json(h.format)?;
+    pages.json(EXPORT_FORMAT)?;
     pages.push(b",\"generated_on\":");
-    pages.json(&h.generated_on)?;
+    pages.json(&h.generated_on.to_string())?;
     pages.push(b",\"controller\":");
-    pages.json(&h.controller)?;
+    pages.json(&Controller::new(h))?;
     pages.push(b",\"consents\":");
-    pages.json(&h.consents)?;
+    let consents: Vec<ConsentView> = h.consents.iter().map(|c| ConsentView::new(c, methodology)).collect();
+    pages.json(&consents)?;
     pages.push(b",\"consent_history\":");
-    pages.json(&h.consent_history)?;
+    let history: Vec<ConsentEventView> = h
+        .consent_history
+        .iter()
+        .map(|e| ConsentEventView::new(e, methodology))
+        .collect();
+    pages.json(&history)?;
     pages.push(b",\"records\":[");
+    let mut factors = Factors::default();
     let mut first = true;
     loop {
         let records = session.next_records(store).await?;
@@ -177,13 +187,16 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
             if !std::mem::take(&mut first) {
                 pages.push(b",");
             }
-            pages.json(record)?;
+            pages.json(&RecordWithFactor {
+                record: RecordView::from(record),
+                factor: factors.of(&session.header, record),
+            })?;
         }
         pages.flush().await?;
     }
     let h = &session.header;
     pages.push(b"],\"ledger\":{\"reduction_g\":");
-    pages.json(&h.reduction_g)?;
+    pages.json(&h.reduction)?;
     pages.push(b",\"points_balance\":");
     pages.json(&h.points_balance)?;
     pages.push(b",\"entries\":[");
@@ -197,7 +210,7 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
             if !std::mem::take(&mut first) {
                 pages.push(b",");
             }
-            pages.json(line)?;
+            pages.json(&LedgerLineView::from(line))?;
         }
         pages.flush().await?;
     }
@@ -217,7 +230,7 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
         pages.flush().await?;
     }
     pages.push(b"],\"processing\":");
-    pages.json(&session.header.processing)?;
+    pages.json(&Processing::new(store.policies(), &session.header))?;
     pages.push(b"}");
     pages.flush().await
 }
@@ -230,7 +243,7 @@ async fn csv(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> R
             break;
         }
         for r in &records {
-            let r = &r.record;
+            let r = RecordView::from(r);
             let grams = serde_json::to_string(&r.reduction_g).unwrap_or_default();
             let fields = [
                 r.record_id.as_str(),

@@ -10,6 +10,7 @@ mod extract;
 mod meta;
 pub mod problem;
 mod subjects;
+mod views;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

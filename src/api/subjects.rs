@@ -6,8 +6,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::extract::{Caller, Subject};
+use super::views::{parse_cursor, AccountView, ErasureReceiptView, RecordPageView};
 use super::{json, ApiError, AppState};
-use crate::store::{parse_cursor, Purpose};
+use crate::store::Purpose;
 
 pub async fn account(
     State(state): State<AppState>,
@@ -18,7 +19,7 @@ pub async fn account(
         .store
         .account(&caller.access(Purpose::Accounting), &subject)
         .await?;
-    Ok(json(StatusCode::OK, &account))
+    Ok(json(StatusCode::OK, &AccountView::from(&account)))
 }
 
 #[derive(Deserialize)]
@@ -50,7 +51,7 @@ pub async fn records(
             cursor,
         )
         .await?;
-    Ok(json(StatusCode::OK, &page))
+    Ok(json(StatusCode::OK, &RecordPageView::from(&page)))
 }
 
 /// Destructive routes take no query string: `?dry_run=1` must not be
@@ -75,5 +76,5 @@ pub async fn erase(
         .store
         .erase_subject(&caller.access(Purpose::Accounting), &subject)
         .await?;
-    Ok(json(StatusCode::OK, &receipt))
+    Ok(json(StatusCode::OK, &ErasureReceiptView::from(&receipt)))
 }

@@ -4,10 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::access::{Audited, Committed, Enrol, SubjectTx};
 use super::sql::{select_in, Arg, Params};
@@ -56,21 +53,20 @@ impl Kinds {
     }
 }
 
-/// One consent in force, as the platform sees it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ConsentView {
+/// One consent in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
     pub purpose: Purpose,
     pub notice_version: u32,
     /// False when the notice changed since: the consent no longer counts.
     pub current: bool,
-    /// Whether it covers every kind, including kinds added later.
-    pub all_kinds: bool,
-    pub kinds: Vec<String>,
-    pub granted_at: String,
+    pub kinds: Kinds,
+    /// Unix seconds, to the day.
+    pub granted_at: i64,
 }
 
 /// The outcome of a grant or withdrawal.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsentChange {
     pub purpose: Purpose,
     pub granted: bool,
@@ -81,8 +77,16 @@ pub struct ConsentChange {
     pub records_deleted: u64,
     /// Points of the deleted records' ledger entries, kept for the person.
     pub points_kept: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_seq: Option<u64>,
+}
+
+/// A row of `consents`.
+#[derive(sqlx::FromRow)]
+struct ConsentRow {
+    purpose: String,
+    notice_version: i64,
+    kinds: String,
+    granted_at: i64,
 }
 
 /// The consents of a batch's subjects, for ingest, with each purpose's
@@ -119,13 +123,6 @@ impl ConsentState {
             .get(&(*subject, purpose))
             .is_some_and(|(version, kinds)| version == current && kinds.covers(kind))
     }
-}
-
-fn rfc3339(at: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 impl Store {
@@ -358,7 +355,7 @@ impl Store {
     }
 
     /// The subject's consents in force (an audited read).
-    pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<ConsentView>, StoreError> {
+    pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<Consent>, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
             let views = self.consent_views(tx.conn(), tenant, &subject).await?;
@@ -382,31 +379,29 @@ impl Store {
         conn: &mut AnyConnection,
         tenant: TenantId,
         subject: &SubjectRef,
-    ) -> Result<Vec<ConsentView>, StoreError> {
-        let rows = sqlx::query(
+    ) -> Result<Vec<Consent>, StoreError> {
+        let rows = sqlx::query_as::<_, ConsentRow>(
             "SELECT purpose, notice_version, kinds, granted_at FROM consents WHERE tenant_id = $1 AND subject = $2 ORDER BY purpose",
         )
         .bind(tenant.get())
         .bind(subject.as_bytes().to_vec())
         .fetch_all(conn)
         .await?;
-        let mut views = Vec::with_capacity(rows.len());
+        let mut consents = Vec::with_capacity(rows.len());
         for row in rows {
-            let purpose = Purpose::parse(&row.try_get::<String, _>(0)?)
+            let purpose = Purpose::parse(&row.purpose)
                 .ok_or_else(|| StoreError::Corrupt("a stored consent names an unknown purpose".into()))?;
-            let notice_version = u32::try_from(row.try_get::<i64, _>(1)?)
+            let notice_version = u32::try_from(row.notice_version)
                 .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
-            let kinds = Kinds::decode(&row.try_get::<String, _>(2)?);
-            views.push(ConsentView {
+            consents.push(Consent {
                 purpose,
                 notice_version,
                 current: notice_version == self.policies.consent.get(purpose).notice_version,
-                all_kinds: kinds == Kinds::All,
-                kinds: kinds.list(&self.policies.methodology),
-                granted_at: rfc3339(row.try_get(3)?),
+                kinds: Kinds::decode(&row.kinds),
+                granted_at: row.granted_at,
             });
         }
-        Ok(views)
+        Ok(consents)
     }
 }
 

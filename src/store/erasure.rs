@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::sql::{execute_in, select_in, Arg};
@@ -47,20 +46,19 @@ const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 5] = [
 /// wait milliseconds, not the length of the purge.
 const PURGE_CHUNK_ROWS: u64 = 2_000;
 
-fn receipt(erased_at: i64, counts: ErasureCounts, audit_seq: u64) -> ErasureReceipt {
-    ErasureReceipt {
+fn receipt(erased_at: i64, counts: ErasureCounts, audit_seq: u64) -> Result<ErasureReceipt, StoreError> {
+    Ok(ErasureReceipt {
         erased_on: Day::from_days(erased_at.div_euclid(86_400))
-            .map(|d| d.to_string())
-            .unwrap_or_default(),
+            .ok_or_else(|| StoreError::Corrupt("an erasure's day is out of range".into()))?,
         counts,
         audit_seq,
-    }
+    })
 }
 
 /// What an erasure did.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErasureReceipt {
-    pub erased_on: String,
+    pub erased_on: Day,
     pub counts: ErasureCounts,
     /// The audit entry recording the erasure.
     pub audit_seq: u64,
@@ -122,7 +120,7 @@ impl Store {
                 let seq = row.try_get::<Option<i64>, _>(1)?.unwrap_or_default();
                 let counts = self.erasure_counts_logged_at(&mut w, seq).await?;
                 drop(w);
-                receipt(erased_on, counts, seq as u64)
+                receipt(erased_on, counts, seq as u64)?
             }
             earlier => {
                 let mut counted = [0u32; 5];
@@ -171,7 +169,7 @@ impl Store {
                     .await?;
                 let at = w.at;
                 w.commit().await?;
-                receipt(at, counts, audit_seq)
+                receipt(at, counts, audit_seq)?
             }
         };
         // 2. Shred: from here on the subject's ciphertext is unreadable.

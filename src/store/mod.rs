@@ -36,12 +36,12 @@ use crate::policy::{Permission, PolicySet};
 
 pub use crate::policy::Purpose;
 pub use audit_log::AuditCheck;
-pub use consent::{ConsentChange, ConsentView, Kinds};
+pub use consent::{Consent, ConsentChange, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
-pub use export::{Export, ExportHeader, ExportRecord, ExportSession, LedgerLine};
+pub use export::{ConsentEvent, Controller, Export, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
-pub use reads::{parse_cursor, Account, RecordPage, RecordView, Total};
+pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use tenants::ApiKey;
 pub use transparency::{parse_month, EntryView, ReductionReport, ReportCell, SuppressedCells, MIN_CELL_EVENTS};
 

@@ -1,0 +1,382 @@
+//! What clients see: the JSON (and CSV) shapes of the access layer's
+//! results. The store returns domain values; days, months, ids and grams
+//! are rendered here and nowhere else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::audit::ErasureCounts;
+use crate::domain::{month_label, Day, Methodology, Milligrams};
+use crate::policy::{DataClass, PolicySet, Purpose};
+use crate::store::{
+    Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, RecordId,
+    RecordPage, StoredRecord, Totals,
+};
+
+pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";
+
+#[derive(Serialize)]
+pub struct TotalView {
+    /// The kind, or the month as `YYYY-MM`.
+    key: String,
+    events: i64,
+    reduction_g: Milligrams,
+    points: i64,
+}
+
+impl TotalView {
+    fn new(key: String, t: &Totals) -> Self {
+        Self {
+            key,
+            events: t.events,
+            reduction_g: t.reduction,
+            points: t.points,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AccountView {
+    events: i64,
+    reduction_g: Milligrams,
+    points_balance: i64,
+    by_kind: Vec<TotalView>,
+    by_month: Vec<TotalView>,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            events: a.events,
+            reduction_g: a.reduction,
+            points_balance: a.points_balance,
+            by_kind: a.by_kind.iter().map(|(k, t)| TotalView::new(k.clone(), t)).collect(),
+            by_month: a
+                .by_month
+                .iter()
+                .map(|(m, t)| TotalView::new(month_label(*m), t))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RecordView {
+    pub record_id: String,
+    pub day: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub reduction_g: Milligrams,
+    pub points: i64,
+    pub methodology_version: String,
+    pub capped: bool,
+}
+
+impl From<&StoredRecord> for RecordView {
+    fn from(r: &StoredRecord) -> Self {
+        Self {
+            record_id: r.record_id.to_string(),
+            day: r.record.day().to_string(),
+            kind: r.record.kind().to_owned(),
+            variant: r.record.variant().map(str::to_owned),
+            quantity: r.record.quantity(),
+            region: r.record.region().map(str::to_owned),
+            reduction_g: r.reduction,
+            points: r.points,
+            methodology_version: r.methodology_version.clone(),
+            capped: r.capped,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RecordPageView {
+    records: Vec<RecordView>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+impl From<&RecordPage> for RecordPageView {
+    fn from(p: &RecordPage) -> Self {
+        Self {
+            records: p.records.iter().map(RecordView::from).collect(),
+            next_cursor: p.next.map(|(day, id)| format!("{}.{id}", day.days())),
+        }
+    }
+}
+
+/// Position after the last record of a page: `(day, record id)`, as
+/// `RecordPageView` writes it.
+pub fn parse_cursor(cursor: &str) -> Option<(Day, RecordId)> {
+    let (day, id) = cursor.split_once('.')?;
+    Some((Day::from_days(day.parse().ok()?)?, RecordId::parse(id)?))
+}
+
+fn rfc3339(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct ConsentView {
+    purpose: Purpose,
+    notice_version: u32,
+    /// False when the notice changed since: the consent no longer counts.
+    current: bool,
+    /// Whether it covers every kind, including kinds added later.
+    all_kinds: bool,
+    kinds: Vec<String>,
+    granted_at: String,
+}
+
+impl ConsentView {
+    pub fn new(c: &Consent, methodology: &Methodology) -> Self {
+        Self {
+            purpose: c.purpose,
+            notice_version: c.notice_version,
+            current: c.current,
+            all_kinds: c.kinds == Kinds::All,
+            kinds: c.kinds.list(methodology),
+            granted_at: rfc3339(c.granted_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ConsentChangeView {
+    purpose: Purpose,
+    granted: bool,
+    /// False for a withdrawal of a consent that was not given.
+    changed: bool,
+    /// Records deleted because they were held only for the withdrawn purpose
+    /// (or for kinds the consent no longer covers).
+    records_deleted: u64,
+    /// Points of the deleted records' ledger entries, kept for the person.
+    points_kept: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_seq: Option<u64>,
+}
+
+impl From<&ConsentChange> for ConsentChangeView {
+    fn from(c: &ConsentChange) -> Self {
+        Self {
+            purpose: c.purpose,
+            granted: c.granted,
+            changed: c.changed,
+            records_deleted: c.records_deleted,
+            points_kept: c.points_kept,
+            audit_seq: c.audit_seq,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErasureReceiptView {
+    erased_on: String,
+    counts: ErasureCounts,
+    /// The audit entry recording the erasure.
+    audit_seq: u64,
+}
+
+impl From<&ErasureReceipt> for ErasureReceiptView {
+    fn from(r: &ErasureReceipt) -> Self {
+        Self {
+            erased_on: r.erased_on.to_string(),
+            counts: r.counts,
+            audit_seq: r.audit_seq,
+        }
+    }
+}
+
+/// The export document's parts, in `docs/export.schema.json`'s terms.
+pub mod export {
+    use super::*;
+
+    #[derive(Serialize)]
+    pub struct Controller<'a> {
+        tenant: i64,
+        name: &'a str,
+    }
+
+    impl<'a> Controller<'a> {
+        pub fn new(h: &'a ExportHeader) -> Self {
+            Self {
+                tenant: h.controller.tenant.get(),
+                name: &h.controller.name,
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct ConsentEventView {
+        purpose: Purpose,
+        action: &'static str,
+        notice_version: u32,
+        all_kinds: bool,
+        kinds: Vec<String>,
+        on: String,
+    }
+
+    impl ConsentEventView {
+        pub fn new(e: &ConsentEvent, methodology: &Methodology) -> Self {
+            Self {
+                purpose: e.purpose,
+                action: if e.granted { "grant" } else { "withdraw" },
+                notice_version: e.notice_version,
+                all_kinds: e.kinds == Kinds::All,
+                kinds: e.kinds.list(methodology),
+                on: e.on.to_string(),
+            }
+        }
+    }
+
+    /// The factor that produced a record's figures.
+    #[derive(Serialize)]
+    pub struct Factor {
+        /// What one unit is ("event" for check-ins).
+        unit: String,
+        g_per_unit: f64,
+        points_per_unit: u32,
+        source: String,
+        points_source: String,
+    }
+
+    fn factor_of(m: &Methodology, kind: &str, variant: Option<&str>) -> Option<Factor> {
+        let rule = m.kinds.get(kind)?;
+        let credit = match (&rule.credit, &rule.variants, variant) {
+            (Some(c), _, None) => c,
+            (_, Some(v), Some(name)) => v.values.get(name)?,
+            _ => return None,
+        };
+        Some(Factor {
+            unit: rule
+                .quantity
+                .as_ref()
+                .map_or_else(|| "event".to_owned(), |q| q.unit.clone()),
+            g_per_unit: credit.g_per_unit,
+            points_per_unit: credit.points_per_unit,
+            source: credit.source.clone(),
+            points_source: credit.points_source.clone(),
+        })
+    }
+
+    /// Factors by (methodology version, kind, variant), looked up once: a
+    /// long export repeats a few of them many times.
+    #[derive(Default)]
+    pub struct Factors(HashMap<(String, String, Option<String>), Option<Arc<Factor>>>);
+
+    impl Factors {
+        pub fn of(&mut self, header: &ExportHeader, r: &StoredRecord) -> Option<Arc<Factor>> {
+            let key = (
+                r.methodology_version.clone(),
+                r.record.kind().to_owned(),
+                r.record.variant().map(str::to_owned),
+            );
+            self.0
+                .entry(key)
+                .or_insert_with(|| {
+                    header
+                        .methodologies
+                        .get(&r.methodology_version)
+                        .and_then(|m| factor_of(m, r.record.kind(), r.record.variant()))
+                        .map(Arc::new)
+                })
+                .clone()
+        }
+    }
+
+    /// A record with the factor that produced its figures.
+    #[derive(Serialize)]
+    pub struct RecordWithFactor {
+        #[serde(flatten)]
+        pub record: RecordView,
+        pub factor: Option<Arc<Factor>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct LedgerLineView {
+        day: String,
+        /// Absent for points kept after a withdrawal.
+        record_id: Option<String>,
+        kind: Option<String>,
+        variant: Option<String>,
+        reduction_g: Milligrams,
+        points: i64,
+        methodology_version: Option<String>,
+        capped: bool,
+    }
+
+    impl From<&LedgerLine> for LedgerLineView {
+        fn from(l: &LedgerLine) -> Self {
+            Self {
+                day: l.day.to_string(),
+                record_id: l.record_id.map(|id| id.to_string()),
+                kind: l.kind.clone(),
+                variant: l.variant.clone(),
+                reduction_g: l.reduction,
+                points: l.points,
+                methodology_version: l.methodology_version.clone(),
+                capped: l.capped,
+            }
+        }
+    }
+
+    /// Why and how long data is processed, and who receives it (GDPR Art.
+    /// 15(1)).
+    #[derive(Serialize)]
+    pub struct Processing {
+        purposes: Vec<Value>,
+        retention: Vec<Value>,
+        recipients: Vec<String>,
+        methodologies: Vec<Value>,
+    }
+
+    impl Processing {
+        pub fn new(policies: &PolicySet, h: &ExportHeader) -> Self {
+            let name = &h.controller.name;
+            Self {
+                purposes: policies
+                    .consent
+                    .purposes
+                    .iter()
+                    .map(|(purpose, p)| {
+                        serde_json::json!({
+                            "purpose": purpose, "title": p.title, "notice": p.notice,
+                            "notice_version": p.notice_version, "necessary": p.necessary, "retention": p.retention,
+                        })
+                    })
+                    .collect(),
+                retention: DataClass::ALL
+                    .iter()
+                    .map(|c| {
+                        let p = &policies.retention.classes[c];
+                        serde_json::json!({ "class": c.as_str(), "days": p.days, "reason": p.reason })
+                    })
+                    .collect(),
+                recipients: vec![
+                    format!("{name}: the platform that reported the behaviours and holds this account (controller)"),
+                    "the operator of this carbon-ledger service, which stores and computes on the platform's behalf \
+                     (processor)"
+                        .to_owned(),
+                    "auditors: audit entries only, under the audit reference, never the records".to_owned(),
+                ],
+                methodologies: h
+                    .methodologies
+                    .iter()
+                    .map(|(v, m)| serde_json::json!({ "version": v, "title": m.title, "description": m.description }))
+                    .collect(),
+            }
+        }
+    }
+}
