@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::Caller;
+use super::views::{EntryView, ReportView};
 use super::{json, ApiError, AppState};
 use crate::store::{parse_month, Purpose};
 
@@ -64,6 +65,7 @@ pub async fn entries(
         )
         .await?;
     let next = entries.last().map(|e| e.seq + 1);
+    let entries: Vec<EntryView> = entries.iter().map(EntryView::from).collect();
     Ok(json(StatusCode::OK, &json!({ "entries": entries, "next_from": next })))
 }
 
@@ -141,5 +143,5 @@ pub async fn reductions(
         .store
         .reductions(&caller.access(Purpose::Statistics), from, to)
         .await?;
-    Ok(json(StatusCode::OK, &report))
+    Ok(json(StatusCode::OK, &ReportView::from(&report)))
 }

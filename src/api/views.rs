@@ -13,7 +13,7 @@ use crate::domain::{month_label, Day, Methodology, Milligrams};
 use crate::policy::{DataClass, PolicySet, Purpose};
 use crate::store::{
     Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, RecordId,
-    RecordPage, StoredRecord, Totals,
+    RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
 };
 
 pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";
@@ -195,6 +195,85 @@ impl From<&ErasureReceipt> for ErasureReceiptView {
             erased_on: r.erased_on.to_string(),
             counts: r.counts,
             audit_seq: r.audit_seq,
+        }
+    }
+}
+
+/// An audit log entry as auditors page through it.
+#[derive(Serialize)]
+pub struct EntryView {
+    pub seq: u64,
+    /// Hex of the entry's leaf hash.
+    leaf_hash: String,
+    /// Hex of the canonical encoding; absent once retention emptied it.
+    entry: Option<String>,
+    decoded: Option<Value>,
+}
+
+impl From<&StoredEntry> for EntryView {
+    fn from(e: &StoredEntry) -> Self {
+        Self {
+            seq: e.seq,
+            leaf_hash: hex::encode(e.leaf_hash),
+            entry: e.entry.as_ref().map(|(bytes, _)| hex::encode(bytes)),
+            decoded: e.entry.as_ref().map(|(_, entry)| entry.to_json()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ReportCellView {
+    tenant: i64,
+    kind: String,
+    month: String,
+    events: i64,
+    reduction_g: Milligrams,
+    points: i64,
+}
+
+#[derive(Serialize)]
+struct SuppressedView {
+    tenant: i64,
+    cells: i64,
+    events: i64,
+    reduction_g: Milligrams,
+    points: i64,
+}
+
+#[derive(Serialize)]
+pub struct ReportView {
+    min_cell_events: i64,
+    cells: Vec<ReportCellView>,
+    suppressed: Vec<SuppressedView>,
+}
+
+impl From<&ReductionReport> for ReportView {
+    fn from(r: &ReductionReport) -> Self {
+        Self {
+            min_cell_events: r.min_cell_events,
+            cells: r
+                .cells
+                .iter()
+                .map(|c| ReportCellView {
+                    tenant: c.tenant,
+                    kind: c.kind.clone(),
+                    month: month_label(c.month),
+                    events: c.totals.events,
+                    reduction_g: c.totals.reduction,
+                    points: c.totals.points,
+                })
+                .collect(),
+            suppressed: r
+                .suppressed
+                .iter()
+                .map(|s| SuppressedView {
+                    tenant: s.tenant,
+                    cells: s.cells,
+                    events: s.totals.events,
+                    reduction_g: s.totals.reduction,
+                    points: s.totals.points,
+                })
+                .collect(),
         }
     }
 }

@@ -43,7 +43,7 @@ pub use export::{ConsentEvent, Controller, Export, ExportHeader, ExportSession, 
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use tenants::ApiKey;
-pub use transparency::{parse_month, EntryView, ReductionReport, ReportCell, SuppressedCells, MIN_CELL_EVENTS};
+pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells, MIN_CELL_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,55 +5,69 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::audit_log::fetch_nodes;
+use super::reads::Totals;
 use super::{Access, Store, StoreError};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{self, Hash};
 use crate::audit::AuditEntry;
-use crate::domain::{month_label, Milligrams, TenantId};
+use crate::domain::{Milligrams, TenantId};
 use crate::policy::Permission;
 
 /// Report cells with fewer events are not shown alone; their sums go into
 /// the tenant's `suppressed` line so totals still reconcile.
 pub const MIN_CELL_EVENTS: i64 = 5;
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct EntryView {
+/// An entry of the log as stored: its leaf hash, and its canonical
+/// encoding with the decoded entry unless retention emptied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
     pub seq: u64,
-    /// Hex of the entry's leaf hash.
-    pub leaf_hash: String,
-    /// Hex of the canonical encoding; absent once retention emptied it.
-    pub entry: Option<String>,
-    pub decoded: Option<serde_json::Value>,
+    pub leaf_hash: Hash,
+    pub entry: Option<(Vec<u8>, AuditEntry)>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// One tenant's reductions of one kind in one month (`YYYYMM`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportCell {
     pub tenant: i64,
     pub kind: String,
-    pub month: String,
-    pub events: i64,
-    pub reduction_g: Milligrams,
-    pub points: i64,
+    pub month: i64,
+    pub totals: Totals,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// A tenant's cells too small to show alone, summed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuppressedCells {
     pub tenant: i64,
     pub cells: i64,
-    pub events: i64,
-    pub reduction_g: Milligrams,
-    pub points: i64,
+    pub totals: Totals,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReductionReport {
     pub min_cell_events: i64,
     pub cells: Vec<ReportCell>,
     pub suppressed: Vec<SuppressedCells>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    seq: i64,
+    entry: Option<Vec<u8>>,
+    leaf_hash: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TotalsRow {
+    tenant_id: i64,
+    kind: String,
+    month: i64,
+    events: i64,
+    reduction_mg: i64,
+    points: i64,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -196,29 +210,36 @@ impl Store {
 
     /// Entries from `from` (a sequence number) on. Auditors see all; a
     /// platform sees the entries it made.
-    pub async fn audit_page(&self, access: &Access, from: u64, limit: u32) -> Result<Vec<EntryView>, StoreError> {
+    pub async fn audit_page(&self, access: &Access, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
         let own = match self.authorize(access, Permission::ReadAudit) {
             Ok(_) => None,
             Err(_) => Some(self.authorize(access, Permission::ReadOwnAudit)?.get()),
         };
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EntryRow>(
             "SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= $1 AND ($2 = 0 OR tenant_id = $3) ORDER BY seq LIMIT $4",
         )
-                .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .bind(i64::from(own.is_some()))
         .bind(own.unwrap_or(0))
         .bind(i64::from(limit.clamp(1, 1000)))
         .fetch_all(&self.ledger)
         .await?;
-        rows.iter()
+        rows.into_iter()
             .map(|row| {
-                let entry: Option<Vec<u8>> = row.try_get(1)?;
-                let decoded = entry.as_deref().map(AuditEntry::decode).transpose().map_err(corrupt)?;
-                Ok(EntryView {
-                    seq: row.try_get::<i64, _>(0)? as u64,
-                    leaf_hash: hex::encode(row.try_get::<Vec<u8>, _>(2)?),
-                    entry: entry.map(hex::encode),
-                    decoded: decoded.map(|e| e.to_json()),
+                let entry = match row.entry {
+                    Some(bytes) => {
+                        let decoded = AuditEntry::decode(&bytes).map_err(corrupt)?;
+                        Some((bytes, decoded))
+                    }
+                    None => None,
+                };
+                Ok(StoredEntry {
+                    seq: u64::try_from(row.seq).map_err(corrupt)?,
+                    leaf_hash: row
+                        .leaf_hash
+                        .try_into()
+                        .map_err(|_| corrupt("a leaf hash is not 32 bytes"))?,
+                    entry,
                 })
             })
             .collect()
@@ -231,7 +252,7 @@ impl Store {
             Ok(_) => None,
             Err(_) => Some(self.authorize(access, Permission::ReadOwnReports)?.get()),
         };
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, TotalsRow>(
             "SELECT tenant_id, kind, month, events, reduction_mg, points FROM reduction_totals \
              WHERE month >= $1 AND month <= $2 AND ($3 = 0 OR tenant_id = $4) ORDER BY tenant_id, kind, month",
         )
@@ -248,14 +269,16 @@ impl Store {
         };
         for row in rows {
             let cell = ReportCell {
-                tenant: row.try_get(0)?,
-                kind: row.try_get(1)?,
-                month: month_label(row.try_get(2)?),
-                events: row.try_get(3)?,
-                reduction_g: Milligrams(row.try_get(4)?),
-                points: row.try_get(5)?,
+                tenant: row.tenant_id,
+                kind: row.kind,
+                month: row.month,
+                totals: Totals {
+                    events: row.events,
+                    reduction: Milligrams(row.reduction_mg),
+                    points: row.points,
+                },
             };
-            if cell.events >= MIN_CELL_EVENTS {
+            if cell.totals.events >= MIN_CELL_EVENTS {
                 report.cells.push(cell);
                 continue;
             }
@@ -263,16 +286,14 @@ impl Store {
                 report.suppressed.push(SuppressedCells {
                     tenant: cell.tenant,
                     cells: 0,
-                    events: 0,
-                    reduction_g: Milligrams(0),
-                    points: 0,
+                    totals: Totals::default(),
                 });
             }
             let s = report.suppressed.last_mut().expect("pushed above");
             s.cells += 1;
-            s.events += cell.events;
-            s.reduction_g.0 += cell.reduction_g.0;
-            s.points += cell.points;
+            s.totals.events += cell.totals.events;
+            s.totals.reduction.0 += cell.totals.reduction.0;
+            s.totals.points += cell.totals.points;
         }
         Ok(report)
     }
