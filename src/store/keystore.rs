@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::Row;
+use sqlx::FromRow;
 
 use super::sql::{select_in, Arg};
 use super::{Store, StoreError};
@@ -19,11 +19,11 @@ pub(super) struct StoredKey {
 impl Store {
     /// The key of one subject, if they have one.
     pub(super) async fn key_of(&self, subject: &Pseudonym) -> Result<Option<StoredKey>, StoreError> {
-        let row = sqlx::query("SELECT key_id, salt FROM subject_keys WHERE subject = $1")
+        let row = sqlx::query_as::<_, KeyRow>("SELECT key_id, salt FROM subject_keys WHERE subject = $1")
             .bind(subject.as_bytes().to_vec())
             .fetch_optional(&self.keys)
             .await?;
-        row.map(|row| stored_key(&row)).transpose()
+        row.map(KeyRow::into_key).transpose()
     }
 
     /// The subject's key, created if missing. Committed in the key store
@@ -67,23 +67,33 @@ impl Store {
         })
         .await?;
         for row in rows {
-            let subject: Vec<u8> = row.try_get(0)?;
-            let subject = Pseudonym::from_stored(&subject)
+            let row = KeyRow::from_row(&row)?;
+            let subject = Pseudonym::from_stored(&row.subject)
                 .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-            let key_id: Vec<u8> = row.try_get(1)?;
-            let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(2)?)
-                .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
-            out.insert(subject, StoredKey { key_id, salt });
+            out.insert(subject, row.into_key()?);
         }
         Ok(out)
     }
 }
 
-fn stored_key(row: &sqlx::any::AnyRow) -> Result<StoredKey, StoreError> {
-    let salt = SubjectSalt::from_slice(&row.try_get::<Vec<u8>, _>(1)?)
-        .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
-    Ok(StoredKey {
-        key_id: row.try_get(0)?,
-        salt,
-    })
+/// A row of `subject_keys`. The salt is copied into a zeroizing type at
+/// once; the row's own buffer is wiped when it is dropped.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    #[sqlx(default)]
+    subject: Vec<u8>,
+    key_id: Vec<u8>,
+    #[sqlx(try_from = "Vec<u8>")]
+    salt: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl KeyRow {
+    fn into_key(self) -> Result<StoredKey, StoreError> {
+        let salt = SubjectSalt::from_slice(&self.salt)
+            .ok_or_else(|| StoreError::Corrupt("subject salt is not 32 bytes".into()))?;
+        Ok(StoredKey {
+            key_id: self.key_id,
+            salt,
+        })
+    }
 }

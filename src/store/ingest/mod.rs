@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use sqlx::Row;
+use sqlx::FromRow;
 
 mod decide;
 mod rows;
@@ -92,6 +92,30 @@ pub enum IngestOutcome {
     /// The platform used this event id before for an event with other
     /// content; nothing was stored.
     EventIdReused,
+}
+
+/// A row of `idempotency_keys`: what a retry gets back.
+#[derive(sqlx::FromRow)]
+struct ReceiptRow {
+    event_key: Vec<u8>,
+    record_id: Vec<u8>,
+    reduction_mg: i64,
+    points: i64,
+    methodology_version: String,
+    capped: i64,
+    audit_seq: i64,
+    content_hash: Vec<u8>,
+}
+
+/// Credited events and milligrams of one subject, day, kind and variant.
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    subject: Vec<u8>,
+    day: i64,
+    kind: String,
+    variant: String,
+    credited: i64,
+    reduction_mg: i64,
 }
 
 impl Store {
@@ -233,20 +257,20 @@ impl Store {
         })
         .await?;
         for row in rows {
-            let key: Vec<u8> = row.try_get(0)?;
-            let key =
-                EventKey::from_stored(&key).ok_or_else(|| StoreError::Corrupt("event key is not 32 bytes".into()))?;
+            let row = ReceiptRow::from_row(&row)?;
+            let key = EventKey::from_stored(&row.event_key)
+                .ok_or_else(|| StoreError::Corrupt("event key is not 32 bytes".into()))?;
             let receipt = Receipt {
-                record_id: RecordId::from_stored(&row.try_get::<Vec<u8>, _>(1)?)?,
-                reduction: Milligrams(row.try_get(2)?),
-                points: row.try_get(3)?,
-                methodology_version: row.try_get(4)?,
-                capped: row.try_get::<i64, _>(5)? != 0,
-                audit_seq: u64::try_from(row.try_get::<i64, _>(6)?)
+                record_id: RecordId::from_stored(&row.record_id)?,
+                reduction: Milligrams(row.reduction_mg),
+                points: row.points,
+                methodology_version: row.methodology_version,
+                capped: row.capped != 0,
+                audit_seq: u64::try_from(row.audit_seq)
                     .map_err(|_| StoreError::Corrupt("a stored audit sequence number is negative".into()))?,
             };
-            let fingerprint: Vec<u8> = row.try_get(7)?;
-            let fingerprint = fingerprint
+            let fingerprint = row
+                .content_hash
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
             out.insert(key, (receipt, fingerprint));
@@ -273,8 +297,9 @@ impl Store {
         ];
         let rows = select_in(w.conn(), self.engine, &leading, &list, |p, n| {
             format!(
-                "SELECT subject, day, kind, variant, CAST(SUM(CASE WHEN reduction_mg > 0 THEN 1 ELSE 0 END) AS BIGINT), \
-                 CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) \
+                "SELECT subject, day, kind, variant, \
+                 CAST(SUM(CASE WHEN reduction_mg > 0 THEN 1 ELSE 0 END) AS BIGINT) AS credited, \
+                 CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) AS reduction_mg \
                  FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
                  AND subject IN ({}) GROUP BY subject, day, kind, variant",
                 p.one(),
@@ -285,15 +310,11 @@ impl Store {
         })
         .await?;
         for row in rows {
-            let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+            let row = UsageRow::from_row(&row)?;
+            let subject = SubjectRef::from_stored(&row.subject)
                 .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-            let day = Day::from_days(row.try_get(1)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
-            usage.add(
-                (subject, day, row.try_get(2)?),
-                row.try_get(3)?,
-                row.try_get(4)?,
-                row.try_get(5)?,
-            );
+            let day = Day::from_days(row.day).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
+            usage.add((subject, day, row.kind), row.variant, row.credited, row.reduction_mg);
         }
         Ok(usage)
     }
