@@ -23,6 +23,7 @@
 
 use sqlx::AnyConnection;
 
+use super::today::Today;
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
 use crate::crypto::{AuditRef, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
@@ -73,9 +74,9 @@ impl SubjectTx<'_> {
         self.keys.audit_ref
     }
 
-    /// The day the transaction runs on (Unix seconds at 00:00 UTC).
-    pub(super) fn at(&self) -> i64 {
-        self.w.at
+    /// When the operation runs.
+    pub(super) fn today(&self) -> Today {
+        self.w.today
     }
 }
 
@@ -133,13 +134,14 @@ impl Store {
         operation: impl AsyncFnOnce(&mut SubjectTx<'_>) -> Result<Audited<T>, StoreError>,
     ) -> Result<Committed<T>, StoreError> {
         let tenant = self.authorize(access, permission)?;
+        let today = self.today();
         let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
         let key = match enrol {
             Enrol::KnownOnly => self.key_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?,
-            Enrol::IfMissing => self.key_or_create(&pseudonym, self.today_start()).await?,
+            Enrol::IfMissing => self.key_or_create(&pseudonym, today.start).await?,
         };
         let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(today).await?;
         if !self.erased_among(&mut w, &[&key.key_id]).await?.is_empty() {
             return Err(match enrol {
                 Enrol::KnownOnly => StoreError::SubjectNotFound,

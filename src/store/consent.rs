@@ -11,7 +11,7 @@ use super::sql::{select_in, Arg, Params};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::SubjectRef;
-use crate::domain::{Day, SubjectId, TenantId};
+use crate::domain::{SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
 /// The behaviour kinds a consent covers.
@@ -199,7 +199,7 @@ impl Store {
             .bind(purpose.as_str())
             .bind(i64::from(notice_version))
             .bind(&encoded)
-            .bind(tx.at())
+            .bind(tx.today().start)
             .execute(tx.conn())
             .await?;
             history(tx, purpose, "grant", notice_version, &encoded).await?;
@@ -331,7 +331,7 @@ impl Store {
             .await?
             .rows_affected();
         if points != 0 {
-            let today = Day::from_date(self.clock.now().to_offset(self.policies.methodology.offset()).date());
+            let today = tx.today().day;
             sqlx::query(
                 "INSERT INTO ledger_entries (tenant_id, subject, record_id, kind, variant, day, month, reduction_mg, points, \
                  methodology_version, capped, created_at) VALUES ($1, $2, NULL, '', '', $3, $4, 0, $5, '', 0, $6)",
@@ -341,7 +341,7 @@ impl Store {
             .bind(i64::from(today.days()))
             .bind(i64::from(today.month()))
             .bind(points)
-            .bind(tx.at())
+            .bind(tx.today().start)
             .execute(tx.conn())
             .await?;
         }
@@ -440,7 +440,7 @@ async fn history(
     .bind(action)
     .bind(i64::from(notice_version))
     .bind(kinds)
-    .bind(tx.at())
+    .bind(tx.today().start)
     .execute(tx.conn())
     .await?;
     Ok(())

@@ -108,7 +108,7 @@ impl Store {
         drop(key);
 
         // 1. Tombstone and audit entry, in one transaction.
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let earlier = sqlx::query("SELECT erased_on, audit_seq FROM erasures WHERE key_id = $1")
             .bind(key_id.to_vec())
             .fetch_optional(w.conn())
@@ -161,13 +161,13 @@ impl Store {
                 };
                 sqlx::query(sql)
                     .bind(key_id.to_vec())
-                    .bind(w.at)
+                    .bind(w.today.start)
                     .bind(tenant.get())
                     .bind(keys.ledger_ref.as_bytes().to_vec())
                     .bind(audit_seq as i64)
                     .execute(w.conn())
                     .await?;
-                let at = w.at;
+                let at = w.today.start;
                 w.commit().await?;
                 receipt(at, counts, audit_seq)?
             }
@@ -280,7 +280,7 @@ impl Store {
     /// tombstone purged (forgetting the rows' reference). Returns (rows
     /// deleted, done).
     async fn purge_chunk(&self, key_id: &[u8], tenant: i64, subject: &[u8]) -> Result<(u64, bool), StoreError> {
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let mut rows = 0;
         for (table, key, key_type) in SUBJECT_TABLE_KEYS {
             let budget = PURGE_CHUNK_ROWS - rows;
@@ -354,7 +354,7 @@ impl Store {
         )
         .await?;
         if shredded > 0 {
-            let mut w = self.begin_write().await?;
+            let mut w = self.begin_write(self.today()).await?;
             w.append(
                 None,
                 Action::KeysReshredded {
@@ -400,7 +400,7 @@ impl Store {
             return Ok(0);
         }
         let orphans: Vec<Arg> = orphans.iter().map(|r| Arg::Blob(r.as_bytes().to_vec())).collect();
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let mut rows = 0;
         for table in SUBJECT_TABLES {
             rows += execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {

@@ -12,6 +12,7 @@ use super::consent::{Consent, Kinds};
 use super::ingest::RecordId;
 use super::reads::StoredRecord;
 use super::retention::Cutoffs;
+use super::today::Today;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, AuditEntry, ReadScope};
 use crate::crypto::SubjectKeys;
@@ -132,7 +133,14 @@ impl ExportSession {
             return Ok(Vec::new());
         };
         let page = store
-            .record_page(&mut self.snapshot, self.tenant, &self.keys, EXPORT_PAGE, cursor)
+            .record_page(
+                &mut self.snapshot,
+                self.tenant,
+                &self.keys,
+                &self.cutoffs,
+                EXPORT_PAGE,
+                cursor,
+            )
             .await?;
         self.records_after = page.next.map(Some);
         Ok(page.records)
@@ -230,12 +238,12 @@ impl Store {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Config("the store is closing".into()))?;
-        let cutoffs = self.cutoffs();
         // The snapshot starts inside the door's write transaction, so it
         // sees exactly the state the audit entry is appended to; and no
         // snapshot is ever held while waiting for the write lock (a
         // checkpoint waiting for readers would wait for it in turn).
         let open = async |tx: &mut SubjectTx<'_>| {
+            let cutoffs = self.cutoffs(&tx.today());
             let mut snapshot = self.ledger.begin().await?;
             if self.engine == super::Engine::Postgres {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -243,19 +251,19 @@ impl Store {
                     .await?;
             }
             let header = self
-                .export_header(&mut snapshot, tx.tenant(), tx.keys(), cutoffs)
+                .export_header(&mut snapshot, tx.tenant(), tx.keys(), tx.today(), cutoffs)
                 .await?;
             let read = Action::SubjectRead {
                 subject: tx.audit_ref(),
                 scope: ReadScope::Export,
                 items: header.records,
             };
-            Ok(Audited::new((snapshot, header, tx.tenant()), read))
+            Ok(Audited::new((snapshot, header, tx.tenant(), cutoffs), read))
         };
         let done = self
             .with_subject(access, Permission::ExportSubjects, subject, Enrol::KnownOnly, open)
             .await?;
-        let (snapshot, header, tenant) = done.value;
+        let (snapshot, header, tenant, cutoffs) = done.value;
         Ok(ExportSession {
             snapshot,
             _slot: slot,
@@ -313,6 +321,7 @@ impl Store {
         snapshot: &mut AnyConnection,
         tenant: TenantId,
         keys: &SubjectKeys,
+        today: Today,
         cutoffs: Cutoffs,
     ) -> Result<ExportHeader, StoreError> {
         let (t, s) = (tenant.get(), keys.ledger_ref.as_bytes().to_vec());
@@ -395,7 +404,7 @@ impl Store {
             }
         }
         Ok(ExportHeader {
-            generated_on: day_of(self.today_start().div_euclid(86_400))?,
+            generated_on: today.utc_day(),
             controller: Controller { tenant, name },
             consents,
             consent_history,

@@ -21,6 +21,7 @@ mod reads;
 mod retention;
 mod sql;
 mod tenants;
+mod today;
 mod transparency;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::clock::Clock;
 use crate::crypto::{PseudonymKey, RootKey};
 use crate::domain::{Role, TenantId};
 use crate::policy::{Permission, PolicySet};
+use today::Today;
 
 pub use crate::policy::Purpose;
 pub use audit_log::AuditCheck;
@@ -148,8 +150,8 @@ pub(crate) struct WriteTx<'a> {
     tx: Transaction<'static, sqlx::Any>,
     engine: Engine,
     appender: audit_log::Appender,
-    /// The day the transaction runs on (Unix seconds at 00:00 UTC).
-    at: i64,
+    /// When the transaction runs: its writes carry `today.start`.
+    today: Today,
     _guard: tokio::sync::MutexGuard<'a, ()>,
 }
 
@@ -159,7 +161,7 @@ impl WriteTx<'_> {
     }
 
     fn append(&mut self, actor: Option<TenantId>, action: Action) -> u64 {
-        self.appender.append(self.at, actor, action)
+        self.appender.append(self.today.start, actor, action)
     }
 
     /// The sequence number of the last entry appended so far.
@@ -222,12 +224,10 @@ impl Store {
         Ok(store)
     }
 
-    /// The start (00:00 UTC) of the current day, in Unix seconds: the only
-    /// time the store writes. Finer write times would stand in for the
-    /// behaviour's time when platforms report in real time.
-    fn today_start(&self) -> i64 {
-        let now = self.clock.now().unix_timestamp();
-        now - now.rem_euclid(86_400)
+    /// The clock's reading for one operation: everything the operation
+    /// writes or cuts off is measured from it.
+    fn today(&self) -> Today {
+        Today::new(self.clock.now(), self.policies.methodology.offset())
     }
 
     /// The current time by the store's clock (injectable in tests).
@@ -336,8 +336,8 @@ impl Store {
         }
     }
 
-    /// Begins a write transaction and locks the audit head.
-    async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+    /// Begins a write transaction on `today` and locks the audit head.
+    async fn begin_write(&self, today: Today) -> Result<WriteTx<'_>, StoreError> {
         let guard = self.write_lock.lock().await;
         let mut tx = match self.engine.begin_write() {
             Some(statement) => self.ledger.begin_with(statement).await?,
@@ -348,7 +348,7 @@ impl Store {
             tx,
             engine: self.engine,
             appender,
-            at: self.today_start(),
+            today,
             _guard: guard,
         })
     }
@@ -359,7 +359,7 @@ impl Store {
         let policies = &self.policies;
         let m = &policies.methodology;
         let digest = blake3::hash(policies.methodology_text.as_bytes());
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let known: Option<Vec<u8>> = sqlx::query("SELECT digest FROM methodologies WHERE version = $1")
             .bind(&m.version)
             .fetch_optional(w.conn())
@@ -380,7 +380,7 @@ impl Store {
                 .bind(&m.version)
                 .bind(digest.as_bytes().to_vec())
                 .bind(&policies.methodology_text)
-                .bind(w.at)
+                .bind(w.today.start)
                 .execute(w.conn())
                 .await?;
             }

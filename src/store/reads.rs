@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 
 use super::access::{Audited, Enrol, SubjectTx};
 use super::ingest::RecordId;
+use super::retention::Cutoffs;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, RecordAad, SubjectKeys};
@@ -105,8 +106,8 @@ struct SealedRow {
 
 impl Store {
     pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
-        let cutoff = self.cutoffs().ledger_day;
         let read = async |tx: &mut SubjectTx<'_>| {
+            let cutoff = self.cutoffs(&tx.today()).ledger_day;
             let (tenant, s) = (tx.tenant().get(), tx.ledger_ref().as_bytes().to_vec());
             let by_kind: Vec<(String, Totals)> = sqlx::query_as::<_, TotalsRow<String>>(&totals_sql("kind", true))
                 .bind(tenant)
@@ -156,10 +157,10 @@ impl Store {
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
-            let tenant = tx.tenant();
+            let (tenant, cutoffs) = (tx.tenant(), self.cutoffs(&tx.today()));
             let (conn, keys) = tx.conn_and_keys();
             let page = self
-                .record_page(conn, tenant, keys, limit.clamp(1, 1000), cursor)
+                .record_page(conn, tenant, keys, &cutoffs, limit.clamp(1, 1000), cursor)
                 .await?;
             let items = u32::try_from(page.records.len()).unwrap_or(u32::MAX);
             let read = Action::SubjectRead {
@@ -182,6 +183,7 @@ impl Store {
         conn: &mut AnyConnection,
         tenant: TenantId,
         keys: &SubjectKeys,
+        cutoffs: &Cutoffs,
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
@@ -200,7 +202,7 @@ impl Store {
         .bind(ledger_ref.as_bytes().to_vec())
         .bind(before_day)
         .bind(before_id)
-        .bind(self.cutoffs().records_day)
+        .bind(cutoffs.records_day)
         .bind(i64::from(limit) + 1)
         .fetch_all(conn)
         .await?;

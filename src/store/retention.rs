@@ -5,9 +5,9 @@ use sqlx::{AnyPool, Executor, Row};
 use time::Duration;
 
 use super::engine::SQLITE_BUSY_TIMEOUT_MS;
+use super::today::Today;
 use super::{audit_log, Engine, Store, StoreError};
 use crate::audit::{Action, SweepCounts};
-use crate::domain::Day;
 use crate::policy::DataClass;
 
 /// The oldest data still within its retention period, per class.
@@ -24,11 +24,11 @@ pub(super) struct Cutoffs {
 }
 
 impl Store {
-    pub(super) fn cutoffs(&self) -> Cutoffs {
-        let now = self.clock.now();
+    pub(super) fn cutoffs(&self, today: &Today) -> Cutoffs {
+        let now = today.now;
         let retention = &self.policies.retention;
         let days = |class| i64::from(retention.days(class));
-        let today = i64::from(Day::from_date(now.to_offset(self.policies.methodology.offset()).date()).days());
+        let today = i64::from(today.day.days());
         let before = |class| (now - Duration::days(days(class))).unix_timestamp();
         Cutoffs {
             records_day: today - days(DataClass::Records),
@@ -43,8 +43,9 @@ impl Store {
     /// the audit entry that counts it. Returns the counts and that entry's
     /// sequence number.
     pub async fn sweep_retention(&self) -> Result<(SweepCounts, u64), StoreError> {
-        let c = self.cutoffs();
-        let mut w = self.begin_write().await?;
+        let today = self.today();
+        let c = self.cutoffs(&today);
+        let mut w = self.begin_write(today).await?;
         let mut delete = async |sql: &str, cutoff: i64| -> Result<u64, StoreError> {
             Ok(sqlx::query(sql).bind(cutoff).execute(w.conn()).await?.rows_affected())
         };

@@ -57,7 +57,7 @@ impl Store {
             ));
         }
         let key = ApiKey::generate();
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let taken = sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(w.conn())
@@ -70,7 +70,7 @@ impl Store {
                 .bind(name)
                 .bind(role.as_str())
                 .bind(key_hash(key.expose()).as_bytes().to_vec())
-                .bind(w.at)
+                .bind(w.today.start)
                 .fetch_one(w.conn())
                 .await?
                 .try_get(0)?;

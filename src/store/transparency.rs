@@ -97,7 +97,7 @@ impl Store {
     /// one if the log has not grown since, else a new one — signed only after
     /// checking the tree is consistent with the previous checkpoint.
     pub async fn checkpoint(&self) -> Result<String, StoreError> {
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         let size = w.appender.seq();
         let latest = sqlx::query("SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(w.conn())
@@ -129,7 +129,7 @@ impl Store {
             .bind(size as i64)
             .bind(root.to_vec())
             .bind(&note)
-            .bind(w.at)
+            .bind(w.today.start)
             .execute(w.conn())
             .await?;
         w.commit().await?;

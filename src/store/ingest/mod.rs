@@ -149,7 +149,7 @@ impl Store {
         let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
         let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
 
-        let mut w = self.begin_write().await?;
+        let mut w = self.begin_write(self.today()).await?;
         // A subject erased since their key was read is refused like one who
         // never consented (see `erased_among`).
         let key_ids: Vec<&[u8]> = stored.values().map(|k| k.key_id.as_slice()).collect();
@@ -223,7 +223,7 @@ impl Store {
                 &record,
                 sealed,
                 &receipt,
-                w.at,
+                w.today.start,
             );
             seen.insert(event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
@@ -245,7 +245,7 @@ impl Store {
         let keys: Vec<[u8; 32]> = keys.into_iter().collect();
         let mut out = HashMap::new();
         let keys: Vec<Arg> = keys.iter().map(|k| Arg::Blob(k.to_vec())).collect();
-        let leading = [Arg::Int(tenant), Arg::Int(self.cutoffs().idempotency_at)];
+        let leading = [Arg::Int(tenant), Arg::Int(self.cutoffs(&w.today).idempotency_at)];
         let rows = select_in(w.conn(), self.engine, &leading, &keys, |p, n| {
             format!(
                 "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq, content_hash \
