@@ -93,8 +93,6 @@ impl IntoResponse for Problem {
 pub enum ApiError {
     #[error("unauthorized")]
     Unauthorized,
-    #[error("forbidden: {0}")]
-    Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -105,8 +103,6 @@ pub enum ApiError {
     Field(FieldError),
     #[error("too large: {0}")]
     TooLarge(String),
-    #[error("conflict: {0}")]
-    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Every slot for work in flight stayed taken (see `detach`).
@@ -128,13 +124,11 @@ impl ApiError {
                 "Unauthorized",
                 "a valid API key is required: send it as 'Authorization: Bearer <key>'",
             ),
-            ApiError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
             ApiError::NotFound(what) => Problem::new(S::NOT_FOUND, "not-found", "Not found", what.clone()),
             ApiError::MethodNotAllowed => Problem::new(S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "this route does not accept that method"),
             ApiError::Malformed(why) => Problem::new(S::BAD_REQUEST, "malformed-request", "Malformed request", why.clone()),
             ApiError::Field(err) => Problem::for_field(err, ""),
             ApiError::TooLarge(why) => Problem::new(S::PAYLOAD_TOO_LARGE, "too-large", "Request too large", why.clone()),
-            ApiError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
             ApiError::Store(e) => match e {
                 StoreError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
                 StoreError::SubjectNotFound => Problem::new(S::NOT_FOUND, "subject-not-found", "Subject not found", "no data is held on this subject for this platform"),
