@@ -3,13 +3,18 @@
 //! subjects appear only as an audit reference derived from their salt.
 //!
 //! `entry` is the canonical binary encoding (hashed; never JSON), `chain`
-//! the BLAKE3 hash chain and its verifier.
+//! the BLAKE3 hash chain, `merkle` the tree over the same leaves,
+//! `checkpoint` the signed tree heads, `verify` the one verifier of a
+//! stored log, and `offline` the reader of an export, which needs no
+//! database.
 
 pub mod chain;
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
 pub mod offline;
+pub mod verify;
 
-pub use chain::{ChainVerifier, VerifyError, GENESIS};
+pub use chain::GENESIS;
 pub use entry::{Action, AuditEntry, ErasureCounts, ReadScope, SweepCounts};
+pub use verify::{LogVerifier, StoredRow, VerifiedLog, VerifyError};

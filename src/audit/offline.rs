@@ -1,18 +1,16 @@
 //! Offline verification of an exported audit log: no database, no network,
-//! no secret — only the export and the public key it carries.
+//! no secret — only the export and the public key it carries. This module
+//! reads the export; [`LogVerifier`] does the checking, as it does online.
 //!
 //! `entries.bin` is a header (`CLAUDIT1`) and then, per entry:
 //! `seq: u64 | leaf_hash: [32] | chain_hash: [32] | present: u8 | (len: u32 | entry bytes)?`,
 //! integers big-endian; `present` is 0 once retention emptied the entry.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::chain::{chain_hash, GENESIS};
 use super::checkpoint::{Checkpoint, NoteVerifier};
-use super::merkle::{leaf_hash, Frontier};
-use super::{Action, AuditEntry, VerifyError};
+use super::verify::{LogVerifier, StoredRow, VerifiedLog, VerifyError};
 
 const MAGIC: &[u8; 8] = b"CLAUDIT1";
 
@@ -34,37 +32,12 @@ pub fn write_record(out: &mut impl Write, seq: u64, leaf: &[u8], chain: &[u8], e
     }
 }
 
-/// Reductions and points per tenant, kind and month, from the log alone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub events: i64,
-    pub reduction_mg: i64,
-    pub points: i64,
-}
-
-#[derive(Debug, Default)]
-pub struct OfflineReport {
-    pub entries: u64,
-    /// The oldest entries, emptied by retention: the totals do not cover them.
-    pub emptied: u64,
-    pub checkpoints: usize,
-    /// Keyed by (tenant, kind, month as `YYYYMM`).
-    pub totals: BTreeMap<(i64, String, i64), Totals>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
     #[error("{0}")]
     Export(String),
     #[error(transparent)]
     Entry(#[from] VerifyError),
-}
-
-fn bad(seq: u64, reason: impl Into<String>) -> OfflineError {
-    OfflineError::Entry(VerifyError {
-        seq,
-        reason: reason.into(),
-    })
 }
 
 /// Verifies the export in `dir` against `pinned`, the verifier key the
@@ -76,7 +49,7 @@ pub fn verify_dir(
     pinned: Option<&str>,
     kept: &[String],
     progress: bool,
-) -> Result<OfflineReport, OfflineError> {
+) -> Result<VerifiedLog, OfflineError> {
     let read = |name: &str| {
         std::fs::read(dir.join(name))
             .map_err(|e| OfflineError::Export(format!("cannot read {name} in {}: {e}", dir.display())))
@@ -111,13 +84,13 @@ pub fn verify_dir(
             .map_err(|e| OfflineError::Export(format!("a kept checkpoint does not verify: {e}")))?;
         checkpoints.push(cp);
     }
-    checkpoints.sort_by_key(|cp| cp.size);
     let entries = read("entries.bin")?;
     verify_entries(&entries, &checkpoints, progress)
 }
 
-/// Verifies exported entries against signed (already verified) checkpoints.
-pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) -> Result<OfflineReport, OfflineError> {
+/// Verifies exported entries against signed (already verified) checkpoints:
+/// parses the records and feeds them to the one log verifier.
+pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) -> Result<VerifiedLog, OfflineError> {
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(bytes.len() as u64);
         bar.set_style(
@@ -126,10 +99,6 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
         );
         bar
     });
-    let mut report = OfflineReport {
-        checkpoints: checkpoints.len(),
-        ..OfflineReport::default()
-    };
     let mut rest = match bytes.strip_prefix(MAGIC.as_slice()) {
         Some(rest) => rest,
         None if bytes.is_empty() => bytes,
@@ -139,83 +108,13 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
             ))
         }
     };
-    let mut tree = Frontier::default();
-    let mut chain = GENESIS;
-    let mut erased = HashSet::new();
-    // Totals by (tenant, month), then kind: looked up by &str, so the hot
-    // loop allocates nothing for entries of a kind already seen.
-    let mut totals: HashMap<(i64, i64), HashMap<String, Totals>> = HashMap::new();
-    let mut next_checkpoint = 0;
-    while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == 0) {
-        if cp.root != tree.root() {
-            return Err(bad(1, "a signed checkpoint of the empty log has a wrong root"));
-        }
-        next_checkpoint += 1;
-    }
+    let mut log = LogVerifier::new(checkpoints)?;
     while !rest.is_empty() {
-        let expected = tree.size() + 1;
-        let truncated = || bad(expected, "the export is truncated inside this entry");
-        let (seq, after) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
-        let (leaf, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
-        let (stored_chain, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
-        let (present, mut after) = after.split_first().ok_or_else(truncated)?;
-        let seq = u64::from_be_bytes(*seq);
-        if seq != expected {
-            return Err(bad(
-                expected,
-                if seq > expected {
-                    format!("missing (the log continues at entry {seq})")
-                } else {
-                    format!("out of order (found entry {seq})")
-                },
-            ));
-        }
-        if *present == 1 {
-            let (len, body) = after.split_first_chunk::<4>().ok_or_else(truncated)?;
-            let len = u32::from_be_bytes(*len) as usize;
-            let entry_bytes = body.get(..len).ok_or_else(truncated)?;
-            after = &body[len..];
-            if leaf_hash(entry_bytes) != *leaf {
-                return Err(bad(seq, "contents do not match their leaf hash (altered)"));
-            }
-            let entry = AuditEntry::decode(entry_bytes).map_err(|e| bad(seq, e.to_string()))?;
-            if entry.seq != seq {
-                return Err(bad(seq, format!("its contents claim position {}", entry.seq)));
-            }
-            check_rules(&entry, &mut erased, &mut totals)?;
-        } else if *present != 0 {
-            return Err(bad(seq, "malformed presence flag"));
-        } else if report.emptied + 1 != seq {
-            return Err(bad(
-                seq,
-                "emptied out of turn: retention empties only the oldest entries",
-            ));
-        } else {
-            report.emptied += 1;
-        }
-        chain = chain_hash(&chain, leaf);
-        if chain != *stored_chain {
-            return Err(bad(
-                seq,
-                "does not match the hash chain (it, or an entry before it, was altered, removed or inserted)",
-            ));
-        }
+        let (row, after) = parse_record(rest, log.entries() + 1)?;
+        log.push(row)?;
         rest = after;
-        tree.push(*leaf);
-        while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == tree.size()) {
-            if cp.root != tree.root() {
-                return Err(bad(
-                    seq,
-                    format!(
-                        "the log up to here does not match the signed checkpoint of size {}",
-                        cp.size
-                    ),
-                ));
-            }
-            next_checkpoint += 1;
-        }
         if let Some(bar) = &bar {
-            if seq % 65_536 == 0 {
+            if row.seq % 65_536 == 0 {
                 bar.set_position((bytes.len() - rest.len()) as u64);
             }
         }
@@ -223,68 +122,50 @@ pub fn verify_entries(bytes: &[u8], checkpoints: &[Checkpoint], progress: bool) 
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(cp) = checkpoints.get(next_checkpoint) {
-        return Err(bad(
-            tree.size() + 1,
-            format!(
-                "missing: a signed checkpoint covers {} entries, the export holds {}",
-                cp.size,
-                tree.size()
-            ),
-        ));
-    }
-    if checkpoints.last().is_none_or(|cp| cp.size != tree.size()) {
+    let verified = log.finish()?;
+    // An export ends at the checkpoint it signs; without one over all of
+    // it, entries cut from its tail would go unnoticed.
+    if !verified.covered_by_checkpoint {
         return Err(OfflineError::Export(format!(
             "no signed checkpoint covers the whole export ({} entries): it cannot be trusted to be complete",
-            tree.size()
+            verified.entries
         )));
     }
-    report.entries = tree.size();
-    report.totals = totals
-        .into_iter()
-        .flat_map(|((tenant, month), kinds)| kinds.into_iter().map(move |(kind, t)| ((tenant, kind, month), t)))
-        .collect::<BTreeMap<_, _>>();
-    Ok(report)
+    Ok(verified)
 }
 
-/// The log's own rules, and the totals it implies.
-fn check_rules(
-    entry: &AuditEntry,
-    erased: &mut HashSet<[u8; 16]>,
-    totals: &mut HashMap<(i64, i64), HashMap<String, Totals>>,
-) -> Result<(), OfflineError> {
-    if let Some(subject) = entry.action.subject() {
-        if erased.contains(subject.as_bytes()) {
-            return Err(bad(
-                entry.seq,
-                "an entry for an audit reference after its erasure entry",
-            ));
+/// Splits the first record off `bytes`; `expected` is the entry it should
+/// be, named if the record cannot be read.
+fn parse_record(bytes: &[u8], expected: u64) -> Result<(StoredRow<'_>, &[u8]), VerifyError> {
+    let fail = |reason: &str| VerifyError {
+        seq: expected,
+        reason: reason.into(),
+    };
+    let truncated = || fail("the export is truncated inside this entry");
+    let (seq, after) = bytes.split_first_chunk::<8>().ok_or_else(truncated)?;
+    let (leaf_hash, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
+    let (chain_hash, after) = after.split_first_chunk::<32>().ok_or_else(truncated)?;
+    let (present, after) = after.split_first().ok_or_else(truncated)?;
+    let (entry, after) = match present {
+        0 => (None, after),
+        1 => {
+            let (len, body) = after.split_first_chunk::<4>().ok_or_else(truncated)?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if body.len() < len {
+                return Err(truncated());
+            }
+            let (entry, after) = body.split_at(len);
+            (Some(entry), after)
         }
-    }
-    match &entry.action {
-        Action::SubjectErased { subject, .. } => {
-            erased.insert(*subject.as_bytes());
-        }
-        Action::RecordWritten {
-            kind,
-            day,
-            reduction_mg,
-            points,
-            ..
-        } => {
-            let tenant = entry.actor.map_or(0, |t| t.get());
-            let kinds = totals.entry((tenant, i64::from(day.month()))).or_default();
-            let totals = match kinds.get_mut(kind.as_str()) {
-                Some(t) => t,
-                None => kinds.entry(kind.clone()).or_default(),
-            };
-            totals.events += 1;
-            totals.reduction_mg += reduction_mg;
-            totals.points += points;
-        }
-        _ => {}
-    }
-    Ok(())
+        _ => return Err(fail("malformed presence flag")),
+    };
+    let row = StoredRow {
+        seq: u64::from_be_bytes(*seq),
+        entry,
+        leaf_hash,
+        chain_hash,
+    };
+    Ok((row, after))
 }
 
 #[cfg(test)]
@@ -292,7 +173,8 @@ mod tests {
     use super::*;
     use crate::audit::chain::{chain_hash, GENESIS};
     use crate::audit::checkpoint::NoteSigner;
-    use crate::audit::Action;
+    use crate::audit::merkle::{leaf_hash, Frontier};
+    use crate::audit::{Action, AuditEntry};
 
     /// An export of `n` entries, the ones in `emptied` written as emptied,
     /// with a checkpoint over all of them.

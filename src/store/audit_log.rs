@@ -7,10 +7,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::sql::{insert_rows, Arg, Params};
 use super::{Engine, StoreError};
-use crate::audit::chain::{chain_hash, leaf_hash, Checked};
+use crate::audit::chain::{chain_hash, leaf_hash};
 use crate::audit::checkpoint::{Checkpoint, NoteVerifier};
-use crate::audit::merkle::{self, Frontier, Hash, NodeId};
-use crate::audit::{Action, AuditEntry, ChainVerifier, VerifyError};
+use crate::audit::merkle::{self, Hash, NodeId};
+use crate::audit::{Action, AuditEntry, LogVerifier, StoredRow, VerifiedLog, VerifyError};
 use crate::domain::TenantId;
 
 /// Entries appended in the current write transaction, chained onto the head
@@ -207,13 +207,14 @@ pub(super) async fn prune_before(conn: &mut AnyConnection, cutoff: i64) -> Resul
 }
 
 /// The outcome of recomputing the log.
-pub type AuditCheck = Result<Checked, VerifyError>;
+pub type AuditCheck = Result<VerifiedLog, VerifyError>;
 
 const PAGE: i64 = 10_000;
 
-/// Recomputes every leaf, the chain and the tree, and checks the tree
+/// Feeds every stored row, read in one snapshot, to the [`LogVerifier`],
 /// against every signed checkpoint: those stored, and `extra` ones an
-/// auditor kept (which catch a truncated and re-signed log).
+/// auditor kept (which catch a truncated and re-signed log). What only the
+/// database has is checked here: the head row, and rows stored beyond it.
 pub(super) async fn verify(
     pool: &AnyPool,
     engine: Engine,
@@ -255,21 +256,11 @@ pub(super) async fn verify(
             }
         }
     }
-    checkpoints.sort_by_key(|cp| cp.size);
 
-    let mut chain = ChainVerifier::default();
-    let mut tree = Frontier::default();
-    let mut next_checkpoint = 0;
-    // Checkpoints of the empty log, if any, are checked before the first entry.
-    while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == 0) {
-        if cp.root != tree.root() {
-            return Ok(Err(VerifyError {
-                seq: 1,
-                reason: "a signed checkpoint of the empty log has a wrong root".into(),
-            }));
-        }
-        next_checkpoint += 1;
-    }
+    let mut log = match LogVerifier::new(&checkpoints) {
+        Ok(log) => log,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(
@@ -283,23 +274,17 @@ pub(super) async fn verify(
         for row in &rows {
             let seq: i64 = row.try_get(0)?;
             let entry: Option<Vec<u8>> = row.try_get(1)?;
-            let leaf: Vec<u8> = row.try_get(2)?;
-            let stored_chain: Vec<u8> = row.try_get(3)?;
-            if let Err(e) = chain.push(seq, entry.as_deref(), &leaf, &stored_chain) {
+            let leaf_hash: Vec<u8> = row.try_get(2)?;
+            let chain_hash: Vec<u8> = row.try_get(3)?;
+            let stored = StoredRow {
+                // Positive: the query reads only rows after entry 0.
+                seq: seq as u64,
+                entry: entry.as_deref(),
+                leaf_hash: &leaf_hash,
+                chain_hash: &chain_hash,
+            };
+            if let Err(e) = log.push(stored) {
                 return Ok(Err(e));
-            }
-            tree.push(leaf.try_into().expect("the chain verifier checked the leaf's length"));
-            while let Some(cp) = checkpoints.get(next_checkpoint).filter(|cp| cp.size == tree.size()) {
-                if cp.root != tree.root() {
-                    return Ok(Err(VerifyError {
-                        seq: seq as u64,
-                        reason: format!(
-                            "the log up to here does not match the signed checkpoint of size {}",
-                            cp.size
-                        ),
-                    }));
-                }
-                next_checkpoint += 1;
             }
             after = seq;
         }
@@ -307,17 +292,10 @@ pub(super) async fn verify(
             break;
         }
     }
-    // A signed checkpoint larger than the log: entries were cut from the tail.
-    if let Some(cp) = checkpoints.get(next_checkpoint) {
-        return Ok(Err(VerifyError {
-            seq: tree.size() + 1,
-            reason: format!(
-                "missing: a signed checkpoint covers {} entries, the log holds {}",
-                cp.size,
-                tree.size()
-            ),
-        }));
-    }
+    let verified = match log.finish() {
+        Ok(verified) => verified,
+        Err(e) => return Ok(Err(e)),
+    };
     // Entries past the head were appended without moving it: a forgery.
     let beyond: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE seq > $1")
         .bind(head_seq)
@@ -330,7 +308,7 @@ pub(super) async fn verify(
             reason: "stored beyond the log's head".into(),
         }));
     }
-    Ok(chain.finish(head_seq, &head_hash))
+    Ok(verified.check_head(head_seq, &head_hash).map(|()| verified))
 }
 
 /// Entries still readable (not pruned) after `after_seq`.

@@ -8,7 +8,7 @@ use std::process::Command;
 use carbon_ledger::audit::checkpoint::NoteVerifier;
 use carbon_ledger::audit::merkle::{verify_consistency, verify_inclusion};
 use carbon_ledger::audit::offline::verify_dir;
-use carbon_ledger::audit::AuditEntry;
+use carbon_ledger::audit::{Action, AuditEntry, ReadScope};
 use carbon_ledger::domain::{Role, TenantId};
 use carbon_ledger::store::{Access, Actor, Purpose};
 use reqwest::StatusCode;
@@ -342,6 +342,8 @@ async fn checkpoints_and_proofs_over_http(app: TestApp) {
     let (_, own) = app.get("/v1/audit/entries?limit=1000").await;
     let own = own["entries"].as_array().unwrap();
     assert!(!own.is_empty() && own.len() < all["entries"].as_array().unwrap().len());
+    // Three people, each with two consents, four records and a read.
+    assert_eq!(own.len(), 21, "{own:?}");
     assert!(own.iter().all(|e| e["decoded"]["actor_tenant"] == 1));
 }
 
@@ -432,6 +434,63 @@ async fn nothing_touches_a_person_whose_erasure_has_begun(app: TestApp) {
         entries,
         "nothing logged for her"
     );
+}
+
+/// A forger who appends a well-formed, correctly chained entry about a
+/// person after their erasure is caught online too, at that entry.
+async fn an_entry_about_an_erased_person_is_named_online(app: TestApp) {
+    some_history(&app).await;
+    let (status, receipt) = app
+        .send(app.client.delete(app.url("/v1/subjects/bo")).bearer_auth(&app.key))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    app.erasures_purged().await;
+    let erasure_seq = receipt["audit_seq"].as_u64().unwrap();
+    let erasure = app.store.audit_entries(erasure_seq - 1, 1).await.unwrap().remove(0);
+    let Action::SubjectErased { subject, .. } = erasure.action else {
+        panic!("{erasure:?}")
+    };
+    app.store.verify_audit(&[]).await.unwrap().expect("the log verifies");
+
+    let db = app.raw_ledger().await;
+    let head = sqlx::query("SELECT seq, chain_hash FROM audit_head")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let head_seq: i64 = head.get(0);
+    let head_hash: [u8; 32] = head.get::<Vec<u8>, _>(1).try_into().unwrap();
+    let forged = AuditEntry {
+        seq: head_seq as u64 + 1,
+        at: erasure.at,
+        actor: erasure.actor,
+        action: Action::SubjectRead {
+            subject,
+            scope: ReadScope::Account,
+            items: 1,
+        },
+    }
+    .encode();
+    let leaf = carbon_ledger::audit::merkle::leaf_hash(&forged);
+    let chain = carbon_ledger::audit::chain::chain_hash(&head_hash, &leaf);
+    sqlx::query("INSERT INTO audit_log (seq, entry, leaf_hash, chain_hash, at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(head_seq + 1)
+        .bind(forged)
+        .bind(leaf.to_vec())
+        .bind(chain.to_vec())
+        .bind(erasure.at)
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_head SET seq = $1, chain_hash = $2")
+        .bind(head_seq + 1)
+        .bind(chain.to_vec())
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let err = app.store.verify_audit(&[]).await.unwrap().unwrap_err();
+    assert_eq!(err.seq, head_seq as u64 + 1, "{err}");
+    assert_eq!(err.reason, "an entry for an audit reference after its erasure entry");
 }
 
 async fn reports_reconcile_with_the_log(app: TestApp) {
@@ -527,11 +586,10 @@ async fn reports_reconcile_with_the_log(app: TestApp) {
     let (_, own) = app
         .get_as(&other, "/v1/reports/reductions?from=2000-01&to=2999-12")
         .await;
-    assert!(own["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["tenant"] == own["cells"][0]["tenant"]));
+    let own_cells = own["cells"].as_array().unwrap();
+    assert_eq!(own_cells.len(), 1, "its six metro rides: {own}");
+    assert_eq!(own_cells[0]["events"], 6, "{own}");
+    assert!(own_cells.iter().all(|c| c["tenant"] == own["cells"][0]["tenant"]));
     let (status, _) = app.get_as(&other, "/v1/reports/reductions?from=2024").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
@@ -545,6 +603,7 @@ on_both_engines!(
     every_proof_up_to_64_entries_verifies_and_forgeries_do_not,
     checkpoints_and_proofs_over_http,
     after_an_erasure_the_log_verifies_and_names_nobody,
+    an_entry_about_an_erased_person_is_named_online,
     reports_reconcile_with_the_log,
     nothing_touches_a_person_whose_erasure_has_begun,
 );
