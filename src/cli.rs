@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::AppState;
-use crate::audit::offline::OfflineReport;
+use crate::audit::VerifiedLog;
 use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::domain::Role;
@@ -423,7 +423,7 @@ fn verify_audit_export(
 }
 
 /// A verified export's counts, then its totals by tenant, kind and month.
-fn print_export_report(report: &OfflineReport) {
+fn print_export_report(report: &VerifiedLog) {
     if report.emptied > 0 {
         println!(
             "note: the oldest {} entries were emptied by retention; the totals cover the rest",
