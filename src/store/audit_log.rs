@@ -310,18 +310,3 @@ pub(super) async fn verify(
     }
     Ok(verified.check_head(head_seq, &head_hash).map(|()| verified))
 }
-
-/// Entries still readable (not pruned) after `after_seq`.
-pub(super) async fn entries(pool: &AnyPool, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-    let rows = sqlx::query("SELECT entry FROM audit_log WHERE seq > $1 AND entry IS NOT NULL ORDER BY seq LIMIT $2")
-        .bind(after_seq as i64)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let bytes: Vec<u8> = row.try_get(0)?;
-            AuditEntry::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
-        .collect()
-}

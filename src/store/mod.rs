@@ -29,7 +29,7 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, AnyPool, Row, Transaction};
 
 use crate::audit::checkpoint::NoteSigner;
-use crate::audit::{Action, AuditEntry};
+use crate::audit::Action;
 use crate::clock::Clock;
 use crate::crypto::{PseudonymKey, RootKey};
 use crate::domain::{Role, TenantId};
@@ -401,10 +401,5 @@ impl Store {
     /// auditor kept.
     pub async fn verify_audit(&self, extra: &[String]) -> Result<AuditCheck, StoreError> {
         audit_log::verify(&self.ledger, self.engine, &self.signer.verifier(), extra).await
-    }
-
-    /// Decoded audit entries after `after_seq`; for reports and tests.
-    pub async fn audit_entries(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        audit_log::entries(&self.ledger, after_seq, limit).await
     }
 }

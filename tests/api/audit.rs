@@ -30,7 +30,7 @@ fn verify(app: &TestApp) -> (bool, String) {
 async fn every_write_and_read_is_logged_without_personal_data(app: TestApp) {
     ingest_some(&app).await;
     app.get("/v1/subjects/u-audit/records").await;
-    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    let entries = app.audit_entries(0, 1000).await.unwrap();
     let actions: Vec<&Action> = entries.iter().map(|e| &e.action).collect();
     assert!(matches!(actions[0], Action::PolicyLoaded { .. }));
     assert!(matches!(actions[1], Action::TenantCreated { .. }));

@@ -221,7 +221,7 @@ async fn truncating_and_re_signing_is_caught_by_a_kept_checkpoint(app: TestApp) 
 
 async fn every_proof_up_to_64_entries_verifies_and_forgeries_do_not(app: TestApp) {
     some_history(&app).await;
-    while (app.store.audit_entries(0, 1000).await.unwrap().len() as u64) < 64 {
+    while (app.audit_entries(0, 1000).await.unwrap().len() as u64) < 64 {
         app.get("/v1/subjects/ada/records").await;
     }
     let a = auditor();
@@ -294,7 +294,7 @@ async fn checkpoints_and_proofs_over_http(app: TestApp) {
         "{origin}"
     );
     let cp = verifier.verify(&note, &origin).unwrap();
-    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    let entries = app.audit_entries(0, 1000).await.unwrap();
     assert_eq!(
         cp.size,
         entries.len() as u64,
@@ -406,7 +406,7 @@ async fn nothing_touches_a_person_whose_erasure_has_begun(app: TestApp) {
         .execute(&db)
         .await
         .unwrap();
-    let entries = app.store.audit_entries(0, 1000).await.unwrap().len();
+    let entries = app.audit_entries(0, 1000).await.unwrap().len();
 
     for path in [
         "/v1/subjects/eve/account",
@@ -430,7 +430,7 @@ async fn nothing_touches_a_person_whose_erasure_has_begun(app: TestApp) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
-        app.store.audit_entries(0, 1000).await.unwrap().len(),
+        app.audit_entries(0, 1000).await.unwrap().len(),
         entries,
         "nothing logged for her"
     );
@@ -446,7 +446,7 @@ async fn an_entry_about_an_erased_person_is_named_online(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{receipt}");
     app.erasures_purged().await;
     let erasure_seq = receipt["audit_seq"].as_u64().unwrap();
-    let erasure = app.store.audit_entries(erasure_seq - 1, 1).await.unwrap().remove(0);
+    let erasure = app.audit_entries(erasure_seq - 1, 1).await.unwrap().remove(0);
     let Action::SubjectErased { subject, .. } = erasure.action else {
         panic!("{erasure:?}")
     };

@@ -264,7 +264,6 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
         .unwrap()
         .expect("the chain still verifies");
     let deletions: Vec<(u32, u32)> = app
-        .store
         .audit_entries(0, 1000)
         .await
         .unwrap()

@@ -3,11 +3,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
 use carbon_ledger::api::AppState;
+use carbon_ledger::audit::AuditEntry;
 use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::Role;
 use carbon_ledger::policy::{DataClass, PolicySet};
-use carbon_ledger::store::Store;
+use carbon_ledger::store::{Access, Actor, Purpose, Store, StoreError};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
@@ -286,6 +287,28 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.get_as(&self.key, path).await
+    }
+
+    /// Up to `limit` readable audit entries after `after_seq`, read as an
+    /// auditor would (the authorized paging the auditor API uses).
+    pub async fn audit_entries(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let auditor = Access::new(
+            Actor {
+                tenant: carbon_ledger::domain::TenantId::new(0),
+                role: Role::Auditor,
+            },
+            Purpose::Accounting,
+        );
+        let mut out = Vec::new();
+        let mut from = after_seq + 1;
+        while out.len() < limit {
+            let page = self.store.audit_page(&auditor, from, 1000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            out.extend(page.into_iter().filter_map(|e| e.entry.map(|(_, entry)| entry)));
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// Waits until the service's background purge has removed every erased

@@ -64,7 +64,7 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
             assert!(!contains(bytes, &sealed), "the purged record's bytes remain in {file}");
         }
     }
-    let entries = app.store.audit_entries(seq - 1, 1).await.unwrap();
+    let entries = app.audit_entries(seq - 1, 1).await.unwrap();
     assert!(
         matches!(
             entries[0].action,
@@ -77,14 +77,14 @@ async fn a_record_past_its_period_is_invisible_then_gone(app: TestApp) {
 
 async fn expired_audit_entries_are_emptied_and_the_chain_still_verifies(app: TestApp) {
     app.post_enrolled(&event("a1", "jane", "clean_plate", json!({}))).await;
-    let before = app.store.audit_entries(0, 1000).await.unwrap().len();
+    let before = app.audit_entries(0, 1000).await.unwrap().len();
     let past_both_periods = retention_days(DataClass::AuditEntries).max(retention_days(DataClass::LedgerEntries)) + 1;
     app.clock.advance(Duration::days(past_both_periods));
     let (counts, _) = app.store.sweep_retention().await.unwrap();
     assert_eq!(counts.audit_entries as usize, before);
     assert_eq!(counts.ledger_entries, 1);
     // Only the sweep's own entry is still readable; the chain still verifies.
-    assert_eq!(app.store.audit_entries(0, 1000).await.unwrap().len(), 1);
+    assert_eq!(app.audit_entries(0, 1000).await.unwrap().len(), 1);
     let checked = app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
     assert_eq!(checked.entries as usize, before + 1);
 

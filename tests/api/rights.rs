@@ -184,7 +184,7 @@ async fn the_export_holds_everything_on_the_person_and_nothing_else(app: TestApp
     assert!(!text.contains("noah") && !text.contains("maya"));
 
     // The export is itself logged.
-    let last = app.store.audit_entries(0, 10_000).await.unwrap();
+    let last = app.audit_entries(0, 10_000).await.unwrap();
     assert!(last.iter().any(|e| matches!(
         e.action,
         Action::SubjectRead {
@@ -298,7 +298,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
 
     // Her audit entries stay and still verify; the erasure is the last word.
     app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
-    let entries = app.store.audit_entries(0, 10_000).await.unwrap();
+    let entries = app.audit_entries(0, 10_000).await.unwrap();
     let erased = entries.iter().find(|e| e.seq == seq).unwrap();
     let Action::SubjectErased { subject, counts, .. } = &erased.action else {
         panic!("{erased:?}")
@@ -345,7 +345,6 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
 async fn the_same_id_after_erasure_is_a_new_person(app: TestApp) {
     app.post_enrolled(&event("q1", "quinn", "clean_plate", json!({}))).await;
     let first_ref = app
-        .store
         .audit_entries(0, 1000)
         .await
         .unwrap()
@@ -367,7 +366,7 @@ async fn the_same_id_after_erasure_is_a_new_person(app: TestApp) {
     // Re-sending the old event id records it afresh: its key went with her.
     let (status, body) = app.post_events(&event("q1", "quinn", "clean_plate", json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    let entries = app.audit_entries(0, 1000).await.unwrap();
     let refs: std::collections::HashSet<_> = entries.iter().filter_map(|e| e.action.subject().copied()).collect();
     assert_eq!(refs.len(), 2, "a new audit reference");
     assert!(refs.contains(&first_ref));
@@ -467,7 +466,7 @@ async fn an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes(app: 
     assert_eq!(rows().await, 1);
     app.store.sweep_retention().await.unwrap();
     assert_eq!(rows().await, 0);
-    let entries = app.store.audit_entries(0, 1000).await.unwrap();
+    let entries = app.audit_entries(0, 1000).await.unwrap();
     assert!(
         entries
             .iter()
@@ -516,7 +515,6 @@ async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestAp
     assert_eq!(again, first, "the same receipt");
     assert_eq!(live_salts(&app).await.len(), 0, "the retry shredded the key");
     let erasures = app
-        .store
         .audit_entries(0, 1000)
         .await
         .unwrap()
