@@ -3,15 +3,24 @@
 
 use std::collections::HashMap;
 
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, FromRow, Row};
 
-use super::sql::{insert_rows, Arg, Params};
+use super::sql::{insert_rows, select_in, Arg, Params, IN_LIST_MAX};
 use super::{Engine, StoreError};
 use crate::audit::chain::{chain_hash, leaf_hash};
 use crate::audit::checkpoint::{Checkpoint, NoteVerifier};
 use crate::audit::merkle::{self, Hash, NodeId};
 use crate::audit::{Action, AuditEntry, LogVerifier, StoredRow, VerifiedLog, VerifyError};
 use crate::domain::TenantId;
+
+/// A stored row of the log, as verification and the offline export read it.
+#[derive(sqlx::FromRow)]
+pub(super) struct LogRow {
+    pub seq: i64,
+    pub entry: Option<Vec<u8>>,
+    pub leaf_hash: Vec<u8>,
+    pub chain_hash: Vec<u8>,
+}
 
 /// Entries appended in the current write transaction, chained onto the head
 /// that transaction locked, with the tree nodes they complete.
@@ -39,11 +48,10 @@ impl Appender {
     /// Locks the head row (an UPDATE, so both engines take a write lock on
     /// it), reads where the chain stands, and loads the tree's right edge.
     pub(super) async fn lock_head(conn: &mut AnyConnection, engine: Engine) -> Result<Self, StoreError> {
-        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, chain_hash")
-            .fetch_one(&mut *conn)
-            .await?;
-        let seq: i64 = row.try_get(0)?;
-        let prev: Vec<u8> = row.try_get(1)?;
+        let (seq, prev): (i64, Vec<u8>) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, chain_hash")
+                .fetch_one(&mut *conn)
+                .await?;
         let prev = prev
             .try_into()
             .map_err(|_| StoreError::Corrupt("audit head hash is not 32 bytes".into()))?;
@@ -150,23 +158,19 @@ pub(super) async fn fetch_nodes(
             .try_into()
             .map_err(|_| StoreError::Corrupt("tree hash is not 32 bytes".into()))
     };
-    for chunk in leaves.chunks(500) {
-        let sql = format!(
-            "SELECT seq, leaf_hash FROM audit_log WHERE seq IN ({})",
-            Params::new(engine).list(chunk.len())
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for id in chunk {
-            q = q.bind(id.index as i64 + 1);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            out.insert(
-                NodeId::leaf(row.try_get::<i64, _>(0)? as u64 - 1),
-                hash(row.try_get(1)?)?,
-            );
-        }
+    let seqs: Vec<Arg> = leaves.iter().map(|id| Arg::Int(id.index as i64 + 1)).collect();
+    let rows = select_in(conn, engine, &[], &seqs, |p, n| {
+        format!("SELECT seq, leaf_hash FROM audit_log WHERE seq IN ({})", p.list(n))
+    })
+    .await?;
+    for row in rows {
+        let (seq, leaf): (i64, Vec<u8>) = FromRow::from_row(&row)?;
+        let index =
+            u64::try_from(seq - 1).map_err(|_| StoreError::Corrupt("an audit entry's seq is not positive".into()))?;
+        out.insert(NodeId::leaf(index), hash(leaf)?);
     }
-    for chunk in inner.chunks(500) {
+    // Two parameters a node: half a list's worth of nodes per statement.
+    for chunk in inner.chunks(IN_LIST_MAX / 2) {
         let mut p = Params::new(engine);
         let clauses: Vec<String> = chunk
             .iter()
@@ -181,11 +185,13 @@ pub(super) async fn fetch_nodes(
             q = q.bind(i64::from(id.level)).bind(id.index as i64);
         }
         for row in q.fetch_all(&mut *conn).await? {
+            let (level, index, node): (i64, i64, Vec<u8>) = FromRow::from_row(&row)?;
+            let corrupt = |_| StoreError::Corrupt("a tree node's position is out of range".into());
             let id = NodeId {
-                level: row.try_get::<i64, _>(0)? as u32,
-                index: row.try_get::<i64, _>(1)? as u64,
+                level: u32::try_from(level).map_err(corrupt)?,
+                index: u64::try_from(index).map_err(corrupt)?,
             };
-            out.insert(id, hash(row.try_get(2)?)?);
+            out.insert(id, hash(node)?);
         }
     }
     Ok(out)
@@ -263,7 +269,7 @@ pub(super) async fn verify(
     };
     let mut after = 0i64;
     loop {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, LogRow>(
             "SELECT seq, entry, leaf_hash, chain_hash FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
         )
         .bind(after)
@@ -272,16 +278,13 @@ pub(super) async fn verify(
         .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
-            let seq: i64 = row.try_get(0)?;
-            let entry: Option<Vec<u8>> = row.try_get(1)?;
-            let leaf_hash: Vec<u8> = row.try_get(2)?;
-            let chain_hash: Vec<u8> = row.try_get(3)?;
+            let seq = row.seq;
             let stored = StoredRow {
                 // Positive: the query reads only rows after entry 0.
                 seq: seq as u64,
-                entry: entry.as_deref(),
-                leaf_hash: &leaf_hash,
-                chain_hash: &chain_hash,
+                entry: row.entry.as_deref(),
+                leaf_hash: &row.leaf_hash,
+                chain_hash: &row.chain_hash,
             };
             if let Err(e) = log.push(stored) {
                 return Ok(Err(e));

@@ -225,7 +225,7 @@ impl Store {
     pub async fn withdraw_consent(&self, access: &Access, subject: &SubjectId) -> Result<ConsentChange, StoreError> {
         let purpose = access.purpose;
         let withdraw = async |tx: &mut SubjectTx<'_>| {
-            let removed = sqlx::query(
+            let removed: Option<(i64, String)> = sqlx::query_as(
                 "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
             )
             .bind(tx.tenant().get())
@@ -233,13 +233,12 @@ impl Store {
             .bind(purpose.as_str())
             .fetch_optional(tx.conn())
             .await?;
-            let Some(removed) = removed else {
+            let Some((notice_version, kinds)) = removed else {
                 // Nothing to withdraw: nothing written (the transaction rolls back).
                 return Ok(Audited::nothing_done((0, 0)));
             };
-            let notice_version = u32::try_from(removed.try_get::<i64, _>(0)?)
+            let notice_version = u32::try_from(notice_version)
                 .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
-            let kinds: String = removed.try_get(1)?;
             history(tx, purpose, "withdraw", notice_version, &kinds).await?;
             let withdrawn = Action::ConsentChanged {
                 subject: tx.audit_ref(),

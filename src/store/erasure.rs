@@ -219,22 +219,20 @@ impl Store {
     async fn purge_erased_now(&self) -> Result<u64, StoreError> {
         let mut purged = 0;
         loop {
-            let pending = sqlx::query(
+            let pending: Vec<(Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
                 "SELECT key_id, tenant_id, pending_ref FROM erasures WHERE pending_ref IS NOT NULL LIMIT 100",
             )
             .fetch_all(&self.ledger)
             .await?;
             let mut progressed = false;
-            for row in &pending {
-                let key_id: Vec<u8> = row.try_get(0)?;
+            for (key_id, tenant, subject) in &pending {
                 // Only once its key is gone: a tombstone whose shred has not
                 // happened yet is finished by the retry or the start-up check.
-                if self.key_exists(&key_id).await? {
+                if self.key_exists(key_id).await? {
                     continue;
                 }
-                let (tenant, subject): (i64, Vec<u8>) = (row.try_get(1)?, row.try_get(2)?);
                 loop {
-                    let (rows, done) = self.purge_chunk(&key_id, tenant, &subject).await?;
+                    let (rows, done) = self.purge_chunk(key_id, *tenant, subject).await?;
                     purged += rows;
                     if done {
                         break;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::access::{Audited, Enrol, SubjectTx};
@@ -194,7 +194,7 @@ impl ExportSession {
         let Some(after) = self.audit_after else {
             return Ok(Vec::new());
         };
-        let rows = sqlx::query(
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT seq, entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL AND at >= $2 \
              AND seq > $3 ORDER BY seq LIMIT $4",
         )
@@ -205,12 +205,11 @@ impl ExportSession {
         .fetch_all(&mut *self.snapshot)
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let bytes: Vec<u8> = row.try_get(1)?;
-            entries.push(AuditEntry::decode(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        for (_, bytes) in &rows {
+            entries.push(AuditEntry::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
         self.audit_after = match rows.last() {
-            Some(row) if rows.len() == EXPORT_PAGE as usize => Some(row.try_get(0)?),
+            Some((seq, _)) if rows.len() == EXPORT_PAGE as usize => Some(*seq),
             _ => None,
         };
         Ok(entries)

@@ -93,12 +93,12 @@ impl Store {
             return Ok(None);
         }
         let hash = key_hash(token);
-        let row = sqlx::query("SELECT id, role, key_hash FROM tenants WHERE key_hash = $1")
-            .bind(hash.as_bytes().to_vec())
-            .fetch_optional(&self.ledger)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get(2)?;
+        let row: Option<(i64, String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, role, key_hash FROM tenants WHERE key_hash = $1")
+                .bind(hash.as_bytes().to_vec())
+                .fetch_optional(&self.ledger)
+                .await?;
+        let Some((id, role, stored)) = row else { return Ok(None) };
         let stored: [u8; 32] = stored
             .try_into()
             .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".into()))?;
@@ -106,10 +106,9 @@ impl Store {
         if blake3::Hash::from(stored) != hash {
             return Ok(None);
         }
-        let role: String = row.try_get(1)?;
         let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt("unknown tenant role".into()))?;
         Ok(Some(Actor {
-            tenant: TenantId::new(row.try_get(0)?),
+            tenant: TenantId::new(id),
             role,
         }))
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sqlx::Row;
 
-use super::audit_log::fetch_nodes;
+use super::audit_log::{fetch_nodes, LogRow};
 use super::reads::Totals;
 use super::{Access, Store, StoreError};
 use crate::audit::checkpoint::Checkpoint;
@@ -332,7 +332,7 @@ impl Store {
         let mut after = 0i64;
         let mut written = 0u64;
         loop {
-            let rows = sqlx::query(
+            let rows = sqlx::query_as::<_, LogRow>(
                 "SELECT seq, entry, leaf_hash, chain_hash FROM audit_log WHERE seq > $1 AND ($2 < 0 OR seq <= $2) \
                  ORDER BY seq LIMIT 10000",
             )
@@ -341,11 +341,16 @@ impl Store {
             .fetch_all(&self.ledger)
             .await?;
             for row in &rows {
-                let (seq, entry): (i64, Option<Vec<u8>>) = (row.try_get(0)?, row.try_get(1)?);
-                let (leaf, chain): (Vec<u8>, Vec<u8>) = (row.try_get(2)?, row.try_get(3)?);
-                crate::audit::offline::write_record(&mut out, seq as u64, &leaf, &chain, entry.as_deref())
-                    .map_err(io)?;
-                after = seq;
+                let seq = u64::try_from(row.seq).map_err(corrupt)?;
+                crate::audit::offline::write_record(
+                    &mut out,
+                    seq,
+                    &row.leaf_hash,
+                    &row.chain_hash,
+                    row.entry.as_deref(),
+                )
+                .map_err(io)?;
+                after = row.seq;
                 written += 1;
             }
             if rows.len() < 10_000 {
