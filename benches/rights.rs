@@ -9,6 +9,8 @@
 //! export (Linux `clear_refs`), so each figure is the peak during that
 //! export alone, client included.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,34 +155,5 @@ async fn run(name: &str, url: &str) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        run(
-            "sqlite",
-            &format!("sqlite://{}", dir.path().join("ledger.db").display()),
-        )
-        .await;
-        if let Ok(admin) = std::env::var("CARBON_LEDGER_BENCH_POSTGRES_URL") {
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-            sqlx::query("DROP DATABASE IF EXISTS cl_bench_rights WITH (FORCE)")
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::query("CREATE DATABASE cl_bench_rights")
-                .execute(&pool)
-                .await
-                .unwrap();
-            let base = &admin[..admin.rfind('/').unwrap()];
-            run("postgres", &format!("{base}/cl_bench_rights")).await;
-            sqlx::query("DROP DATABASE IF EXISTS cl_bench_rights WITH (FORCE)")
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    });
+    support::on_each_engine("cl_bench_rights", run);
 }

@@ -64,6 +64,35 @@ async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
         .collect()
 }
 
+/// The one key in the key store, as a backup of it holds it.
+type KeyBackup = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
+async fn back_up_only_key(app: &TestApp) -> KeyBackup {
+    let (keys_db, table) = app.raw_keys().await;
+    sqlx::query_as(&format!(
+        "SELECT subject, key_id, salt, ledger_ref, created_at FROM {table}"
+    ))
+    .fetch_one(&keys_db)
+    .await
+    .unwrap()
+}
+
+/// Puts a backed-up key back into the live key store.
+async fn restore_key(app: &TestApp, key: &KeyBackup) {
+    let (keys_db, table) = app.raw_keys().await;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(key.0.clone())
+    .bind(key.1.clone())
+    .bind(key.2.clone())
+    .bind(key.3.clone())
+    .bind(key.4)
+    .execute(&keys_db)
+    .await
+    .unwrap();
+}
+
 /// Every salt in the live key store.
 async fn live_salts(app: &TestApp) -> Vec<Vec<u8>> {
     let (keys_db, table) = app.raw_keys().await;
@@ -379,20 +408,7 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
     ]))
     .await;
     let backup = copy_records(&app).await;
-    let (keys_db, table) = app.raw_keys().await;
-    let old_key = sqlx::query(&format!(
-        "SELECT subject, key_id, salt, ledger_ref, created_at FROM {table}"
-    ))
-    .fetch_one(&keys_db)
-    .await
-    .unwrap();
-    let (subject, key_id, salt, ledger_ref, created_at): (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64) = (
-        old_key.get(0),
-        old_key.get(1),
-        old_key.get(2),
-        old_key.get(3),
-        old_key.get(4),
-    );
+    let old_key = back_up_only_key(&app).await;
 
     app.send(app.client.delete(app.url("/v1/subjects/rosa")).bearer_auth(&app.key))
         .await;
@@ -401,17 +417,7 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
 
     // Restore the key store (and the records) from the old backup: the erased
     // person is readable again...
-    sqlx::query(&format!(
-        "INSERT INTO {table} (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5)"
-    ))
-    .bind(subject)
-    .bind(key_id)
-    .bind(salt)
-    .bind(ledger_ref)
-    .bind(created_at)
-    .execute(&keys_db)
-    .await
-    .unwrap();
+    restore_key(&app, &old_key).await;
     let db = app.raw_ledger().await;
     for r in &backup {
         sqlx::query("INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6, 0)")
@@ -484,29 +490,13 @@ async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestAp
         event("u2", "uma", "paperless_bill", json!({})),
     ]))
     .await;
-    let (keys_db, table) = app.raw_keys().await;
-    let key = sqlx::query(&format!(
-        "SELECT subject, key_id, salt, ledger_ref, created_at FROM {table}"
-    ))
-    .fetch_one(&keys_db)
-    .await
-    .unwrap();
+    let key = back_up_only_key(&app).await;
     let url = app.url("/v1/subjects/uma");
     let (status, first) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
 
     // Put the state back to "committed, not shredded": the key returns.
-    sqlx::query(&format!(
-        "INSERT INTO {table} (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5)"
-    ))
-    .bind(key.get::<Vec<u8>, _>(0))
-    .bind(key.get::<Vec<u8>, _>(1))
-    .bind(key.get::<Vec<u8>, _>(2))
-    .bind(key.get::<Vec<u8>, _>(3))
-    .bind(key.get::<i64, _>(4))
-    .execute(&keys_db)
-    .await
-    .unwrap();
+    restore_key(&app, &key).await;
     let (status, _) = app.get("/v1/subjects/uma/records").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the tombstone already hides her");
 
