@@ -67,8 +67,8 @@ pub(super) async fn detach(State(work): State<Arc<InFlight>>, mut request: Reque
     // Waiting for a slot touches nothing shared: dropping it here is safe.
     let slot = match tokio::time::timeout(SLOT_WAIT, work.slots.clone().acquire_owned()).await {
         Ok(Ok(slot)) => Slot(Arc::new(slot)),
-        Ok(Err(_)) => return ApiError::ShuttingDown.into_response(),
-        Err(_) => return ApiError::Overloaded.into_response(),
+        // Closed (only after shutdown drained every request) or still taken.
+        Ok(Err(_)) | Err(_) => return ApiError::Overloaded.into_response(),
     };
     request.extensions_mut().insert(slot.clone());
     let task = tokio::spawn(async move {

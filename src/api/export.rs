@@ -64,16 +64,23 @@ pub async fn export(
         .store
         .open_export(&caller.access(Purpose::Accounting), &subject)
         .await?;
-    let (pages, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUED_PAGES);
+    let (pages, body) = mpsc::channel::<Page>(QUEUED_PAGES);
     tokio::spawn(async move {
         stream(state.store.clone(), session, format, pages).await;
         // The request's work ends with its stream.
         drop(slot);
     });
-    let body = futures_util::stream::unfold(
-        body,
-        |mut body| async move { body.recv().await.map(|page| (page, body)) },
-    );
+    // The body ends cleanly only on `Page::End`: a stream cut short (a stalled
+    // client, a failure, a panic) ends with an error, so the client sees a
+    // broken response, never a complete-looking truncated one.
+    let body = futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match body.recv().await {
+            Some(Page::Data(bytes)) => Some((Ok(bytes), Some(body))),
+            Some(Page::End) => None,
+            None => Some((Err(std::io::Error::other("the export was cut short")), None)),
+        }
+    });
     let content_type = match format {
         Format::Json => "application/json",
         Format::Csv => "text/csv; charset=utf-8",
@@ -83,6 +90,13 @@ pub async fn export(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
+}
+
+/// What the producer sends the response body.
+enum Page {
+    Data(Bytes),
+    /// Everything was sent.
+    End,
 }
 
 /// Why streaming stopped early.
@@ -100,7 +114,7 @@ impl From<StoreError> for Stop {
 
 /// Sends rendered pages to the response body, with the limits above.
 struct Pages {
-    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    out: mpsc::Sender<Page>,
     buf: Vec<u8>,
     deadline: Instant,
 }
@@ -114,7 +128,16 @@ impl Pages {
             return Err(Stop::Client);
         }
         let page = Bytes::from(std::mem::take(&mut self.buf));
-        self.out.send_timeout(Ok(page), STALL).await.map_err(|_| Stop::Client)
+        self.out
+            .send_timeout(Page::Data(page), STALL)
+            .await
+            .map_err(|_| Stop::Client)
+    }
+
+    /// Marks the body complete.
+    async fn end(&mut self) -> Result<(), Stop> {
+        self.flush().await?;
+        self.out.send_timeout(Page::End, STALL).await.map_err(|_| Stop::Client)
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -127,12 +150,7 @@ impl Pages {
     }
 }
 
-async fn stream(
-    store: Arc<Store>,
-    mut session: ExportSession,
-    format: Format,
-    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+async fn stream(store: Arc<Store>, mut session: ExportSession, format: Format, out: mpsc::Sender<Page>) {
     let mut pages = Pages {
         out,
         buf: Vec::with_capacity(64 * 1024),
@@ -142,15 +160,12 @@ async fn stream(
         Format::Json => json(&store, &mut session, &mut pages).await,
         Format::Csv => csv(&store, &mut session, &mut pages).await,
     };
+    // Cut short, the body ends with an error when `pages` is dropped.
     match result {
         Ok(()) | Err(Stop::Client) => {}
-        Err(Stop::Store(e)) => {
-            tracing::error!(error = %e, "export failed while streaming");
-            // Ends the body with an error: the client sees a cut response,
-            // never a complete-looking one.
-            let _ = pages.out.send(Err(std::io::Error::other("export failed"))).await;
-        }
+        Err(Stop::Store(e)) => tracing::error!(error = %e, "export failed while streaming"),
     }
+    drop(pages);
     if let Err(e) = session.close().await {
         tracing::warn!(error = %e, "closing an export snapshot failed");
     }
@@ -232,7 +247,7 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
     pages.push(b"],\"processing\":");
     pages.json(&Processing::new(store.policies(), &session.header))?;
     pages.push(b"}");
-    pages.flush().await
+    pages.end().await
 }
 
 async fn csv(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> Result<(), Stop> {
@@ -267,7 +282,7 @@ async fn csv(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> R
         }
         pages.flush().await?;
     }
-    pages.flush().await
+    pages.end().await
 }
 
 /// RFC 4180 quoting.

@@ -108,8 +108,6 @@ pub enum ApiError {
     /// Every slot for work in flight stayed taken (see `detach`).
     #[error("overloaded")]
     Overloaded,
-    #[error("shutting down")]
-    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -137,6 +135,12 @@ impl ApiError {
                     Problem::new(S::CONFLICT, "stale-notice", "Notice version is not current", e.to_string())
                 }
                 StoreError::Invalid(why) => Problem::new(S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request", why.clone()),
+                StoreError::Busy(what) => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Service overloaded",
+                    format!("too many {what} are in progress; retry after a second"),
+                ),
                 StoreError::Integrity => Problem::new(
                     S::INTERNAL_SERVER_ERROR,
                     "record-integrity",
@@ -156,12 +160,6 @@ impl ApiError {
                 "overloaded",
                 "Service overloaded",
                 "too many requests are in progress; retry after a second",
-            ),
-            ApiError::ShuttingDown => Problem::new(
-                S::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-                "the service is shutting down; retry against another instance or shortly",
             ),
             ApiError::Internal(_) => internal(),
         }

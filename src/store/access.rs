@@ -17,9 +17,10 @@
 //! an operation that forgets its audit entry does not compile, and its
 //! data never leaves unless the entry committed with it. Consent and
 //! retention checks are the operations' own (they differ per operation)
-//! but can only run inside this door. Erasure (`erasure.rs`) and batch
-//! ingest (`ingest.rs`) open subjects through the key-store functions
-//! below as well; nothing else in the crate derives a subject's keys.
+//! but can only run inside this door. Erasure (`erasure.rs`, which must see
+//! its own tombstone) and batch ingest (`ingest/`, many subjects at once)
+//! look keys up and check tombstones the same way themselves; nothing else
+//! in the store derives a subject's keys.
 
 use sqlx::AnyConnection;
 
@@ -102,11 +103,15 @@ impl<T> Audited<T> {
         self
     }
 
-    /// The operation found nothing to do and revealed nothing personal: its
-    /// transaction rolls back and nothing is logged.
-    pub(super) fn nothing_done(value: T) -> Self {
+    /// The operation found nothing to do: its transaction rolls back and
+    /// nothing is logged. Its value is the type's default, so it cannot
+    /// carry anything the operation read.
+    pub(super) fn nothing_done() -> Self
+    where
+        T: Default,
+    {
         Self {
-            value,
+            value: T::default(),
             actions: Vec::new(),
         }
     }
@@ -155,6 +160,7 @@ impl Store {
         let Audited { value, actions } = operation(&mut tx).await?;
         let SubjectTx { mut w, keys, .. } = tx;
         if actions.is_empty() {
+            w.rollback().await?;
             return Ok(Committed {
                 value,
                 audit_seq: None,

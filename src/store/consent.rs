@@ -235,7 +235,7 @@ impl Store {
             .await?;
             let Some((notice_version, kinds)) = removed else {
                 // Nothing to withdraw: nothing written (the transaction rolls back).
-                return Ok(Audited::nothing_done((0, 0)));
+                return Ok(Audited::nothing_done());
             };
             let notice_version = u32::try_from(notice_version)
                 .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
@@ -263,7 +263,7 @@ impl Store {
     async fn consent_change(&self, purpose: Purpose, granted: bool, done: Committed<(u64, i64)>) -> ConsentChange {
         let (records_deleted, points_kept) = done.value;
         if records_deleted > 0 {
-            self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
+            self.flush_deleted_pages(&[&self.ledger]).await;
         }
         ConsentChange {
             purpose,

@@ -157,16 +157,22 @@ pub(super) const SQLITE_POOL_SIZE: u32 = 4;
 /// Closing rolls the transaction back on both engines; a bare `ROLLBACK`
 /// would leave sqlx's depth counter wrong.
 fn never_inside_a_transaction(options: AnyPoolOptions) -> AnyPoolOptions {
-    fn idle(conn: &AnyConnection) -> bool {
+    /// A dropped `Transaction` queues its `ROLLBACK` (on SQLite, to the
+    /// connection's worker thread), so the depth may lag: a ping waits for
+    /// whatever is queued before the depth is believed.
+    async fn idle(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+        if conn.is_in_transaction() {
+            conn.ping().await?;
+        }
         let clean = !conn.is_in_transaction();
         if !clean {
             tracing::error!("closing a pooled connection returned inside a transaction");
         }
-        clean
+        Ok(clean)
     }
     options
-        .after_release(|conn, _| Box::pin(async move { Ok(idle(conn)) }))
-        .before_acquire(|conn, _| Box::pin(async move { Ok(idle(conn)) }))
+        .after_release(|conn, _| Box::pin(idle(conn)))
+        .before_acquire(|conn, _| Box::pin(idle(conn)))
 }
 
 fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {

@@ -15,15 +15,6 @@ use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
 use crate::domain::{Day, SubjectId};
 use crate::policy::Permission;
 
-/// The tables holding rows about a subject, by their `subject` column.
-const SUBJECT_TABLES: [&str; 5] = [
-    "records",
-    "ledger_entries",
-    "idempotency_keys",
-    "consents",
-    "consent_history",
-];
-
 /// The type of a column that tells a subject's rows apart.
 #[derive(Clone, Copy)]
 enum KeyType {
@@ -32,8 +23,9 @@ enum KeyType {
     Text,
 }
 
-/// Each subject table with the column that tells one subject's rows apart,
-/// for purging in bounded chunks.
+/// The tables holding rows about a subject (by their `subject` column),
+/// each with the column that tells one subject's rows apart, for purging in
+/// bounded chunks.
 const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 5] = [
     ("records", "record_id", KeyType::Blob),
     ("ledger_entries", "id", KeyType::Int),
@@ -83,9 +75,9 @@ impl Store {
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
-    /// Erases everything held on the subject, in time independent of how
-    /// much is held: one transaction writes the tombstone and the audit
-    /// entry (with the counts of what is being erased), then the key is
+    /// Erases everything held on the subject, in near-constant time: one
+    /// transaction writes the tombstone and the audit entry (with the
+    /// counts of what is being erased, read from indexes), then the key is
     /// shredded, and from that moment every copy of the person's ciphertext
     /// is unreadable. The unreadable rows are purged afterwards by
     /// `purge_erased`, resumably. Their audit entries stay, and still
@@ -109,22 +101,21 @@ impl Store {
 
         // 1. Tombstone and audit entry, in one transaction.
         let mut w = self.begin_write(self.today()).await?;
-        let earlier = sqlx::query("SELECT erased_on, audit_seq FROM erasures WHERE key_id = $1")
-            .bind(key_id.to_vec())
-            .fetch_optional(w.conn())
-            .await?;
+        let earlier: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT erased_on, audit_seq FROM erasures WHERE key_id = $1")
+                .bind(key_id.to_vec())
+                .fetch_optional(w.conn())
+                .await?;
         let receipt = match earlier {
             // A retry of an erasure whose key was not shredded yet.
-            Some(row) if row.try_get::<Option<i64>, _>(1)?.is_some() => {
-                let erased_on: i64 = row.try_get(0)?;
-                let seq = row.try_get::<Option<i64>, _>(1)?.unwrap_or_default();
+            Some((erased_on, Some(seq))) => {
                 let counts = self.erasure_counts_logged_at(&mut w, seq).await?;
-                drop(w);
+                w.rollback().await?;
                 receipt(erased_on, counts, seq as u64)?
             }
             earlier => {
                 let mut counted = [0u32; 5];
-                for (n, table) in counted.iter_mut().zip(SUBJECT_TABLES) {
+                for (n, (table, _, _)) in counted.iter_mut().zip(SUBJECT_TABLE_KEYS) {
                     let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND subject = $2");
                     let count: i64 = sqlx::query(&sql)
                         .bind(tenant.get())
@@ -173,10 +164,7 @@ impl Store {
             }
         };
         // 2. Shred: from here on the subject's ciphertext is unreadable.
-        sqlx::query("DELETE FROM subject_keys WHERE key_id = $1")
-            .bind(key_id.to_vec())
-            .execute(&self.keys)
-            .await?;
+        self.shred(&key_id).await?;
         // The salt leaves the key store's files now, not at the next
         // automatic checkpoint.
         self.flush_deleted_pages(&[&self.keys]).await;
@@ -210,10 +198,16 @@ impl Store {
     /// (at start-up, after each erasure, with each sweep) goes on. Returns
     /// the rows purged.
     pub async fn purge_erased(&self) -> Result<u64, StoreError> {
+        /// Counts the run until it ends, however it ends.
+        struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         self.purges_running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let purged = self.purge_erased_now().await;
-        self.purges_running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        purged
+        let _running = Running(&self.purges_running);
+        self.purge_erased_now().await
     }
 
     async fn purge_erased_now(&self) -> Result<u64, StoreError> {
@@ -224,12 +218,12 @@ impl Store {
             )
             .fetch_all(&self.ledger)
             .await?;
-            let mut progressed = false;
             for (key_id, tenant, subject) in &pending {
-                // Only once its key is gone: a tombstone whose shred has not
-                // happened yet is finished by the retry or the start-up check.
-                if self.key_exists(key_id).await? {
-                    continue;
+                // A committed tombstone whose shred did not happen (it
+                // failed, or the process stopped): shredding is always
+                // right once the erasure is logged, so do it here.
+                if self.shred(key_id).await? > 0 {
+                    self.flush_deleted_pages(&[&self.keys]).await;
                 }
                 loop {
                     let (rows, done) = self.purge_chunk(key_id, *tenant, subject).await?;
@@ -238,9 +232,8 @@ impl Store {
                         break;
                     }
                 }
-                progressed = true;
             }
-            if !progressed {
+            if pending.is_empty() {
                 break;
             }
         }
@@ -265,12 +258,13 @@ impl Store {
         Ok(n as u64 + running)
     }
 
-    async fn key_exists(&self, key_id: &[u8]) -> Result<bool, StoreError> {
-        Ok(sqlx::query("SELECT 1 FROM subject_keys WHERE key_id = $1")
+    /// Deletes a key from the key store; returns how many (0 or 1).
+    async fn shred(&self, key_id: &[u8]) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM subject_keys WHERE key_id = $1")
             .bind(key_id.to_vec())
-            .fetch_optional(&self.keys)
+            .execute(&self.keys)
             .await?
-            .is_some())
+            .rows_affected())
     }
 
     /// Deletes up to `PURGE_CHUNK_ROWS` of one erased subject's rows with
@@ -361,16 +355,22 @@ impl Store {
             );
             w.commit().await?;
         }
-        let purged = self.purge_orphans().await?;
+        let purged = self.purge_erased().await? + self.purge_orphans().await?;
         Ok((shredded, purged))
     }
 
     /// Purges rows whose subject has no key in the key store: unreadable
     /// already, and now gone.
     pub(super) async fn purge_orphans(&self) -> Result<u64, StoreError> {
-        let union = SUBJECT_TABLES
-            .map(|t| format!("SELECT subject FROM {t}"))
+        // Subjects whose erasure is pending are `purge_erased`'s, in
+        // bounded chunks; this catches only what a crash or a restore left.
+        let union = SUBJECT_TABLE_KEYS
+            .map(|(t, _, _)| format!("SELECT subject FROM {t}"))
             .join(" UNION ");
+        let union = format!(
+            "SELECT subject FROM ({union}) AS held WHERE subject NOT IN \
+             (SELECT pending_ref FROM erasures WHERE pending_ref IS NOT NULL)"
+        );
         let held: Vec<SubjectRef> = sqlx::query(&union)
             .fetch_all(&self.ledger)
             .await?
@@ -400,7 +400,7 @@ impl Store {
         let orphans: Vec<Arg> = orphans.iter().map(|r| Arg::Blob(r.as_bytes().to_vec())).collect();
         let mut w = self.begin_write(self.today()).await?;
         let mut rows = 0;
-        for table in SUBJECT_TABLES {
+        for (table, _, _) in SUBJECT_TABLE_KEYS {
             rows += execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
                 format!("DELETE FROM {table} WHERE subject IN ({})", p.list(n))
             })

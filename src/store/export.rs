@@ -39,16 +39,6 @@ pub struct ExportHeader {
     pub methodologies: BTreeMap<String, Methodology>,
 }
 
-/// The whole export in one value, for tests and tools (memory grows with
-/// the person's data).
-#[derive(Clone, Debug)]
-pub struct Export {
-    pub header: ExportHeader,
-    pub records: Vec<StoredRecord>,
-    pub ledger_lines: Vec<LedgerLine>,
-    pub audit_entries: Vec<AuditEntry>,
-}
-
 #[derive(Clone, Debug)]
 pub struct Controller {
     pub tenant: TenantId,
@@ -231,11 +221,10 @@ impl Store {
     pub async fn open_export(&self, access: &Access, subject: &SubjectId) -> Result<ExportSession, StoreError> {
         // Refused callers do not wait for a slot.
         self.authorize(access, Permission::ExportSubjects)?;
-        let slot = self
-            .export_slots
-            .clone()
-            .acquire_owned()
+        // Waiting touches nothing shared: giving up is safe.
+        let slot = tokio::time::timeout(super::EXPORT_SLOT_WAIT, self.export_slots.clone().acquire_owned())
             .await
+            .map_err(|_| StoreError::Busy("exports"))?
             .map_err(|_| StoreError::Config("the store is closing".into()))?;
         // The snapshot starts inside the door's write transaction, so it
         // sees exactly the state the audit entry is appended to; and no
@@ -277,41 +266,6 @@ impl Store {
             audit_after: Some(0),
             header,
         })
-    }
-
-    /// The whole export at once (memory grows with the person's data: the
-    /// HTTP API streams from `open_export` instead).
-    pub async fn export(&self, access: &Access, subject: &SubjectId) -> Result<Export, StoreError> {
-        let mut session = self.open_export(access, subject).await?;
-        let mut export = Export {
-            header: session.header.clone(),
-            records: Vec::new(),
-            ledger_lines: Vec::new(),
-            audit_entries: Vec::new(),
-        };
-        loop {
-            let page = session.next_records(self).await?;
-            if page.is_empty() {
-                break;
-            }
-            export.records.extend(page);
-        }
-        loop {
-            let page = session.next_ledger_lines().await?;
-            if page.is_empty() {
-                break;
-            }
-            export.ledger_lines.extend(page);
-        }
-        loop {
-            let page = session.next_audit_entries().await?;
-            if page.is_empty() {
-                break;
-            }
-            export.audit_entries.extend(page);
-        }
-        session.close().await?;
-        Ok(export)
     }
 
     /// Everything but the long lists, read in the export's snapshot.

@@ -41,7 +41,7 @@ pub use audit_log::AuditCheck;
 pub use consent::{Consent, ConsentChange, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
-pub use export::{ConsentEvent, Controller, Export, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
+pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use tenants::ApiKey;
@@ -76,6 +76,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A bounded resource stayed taken: worth a retry.
+    #[error("too many {0} are in progress")]
+    Busy(&'static str),
     /// A stored record failed authentication: tampering, a row copied between
     /// subjects, or key loss. Never detailed to clients.
     #[error("a stored record failed its integrity check")]
@@ -137,6 +140,9 @@ pub struct Store {
 /// stay for the writer and other reads.
 const EXPORT_SLOTS: usize = 2;
 
+/// How long an export waits for a slot before it is refused as busy.
+const EXPORT_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -167,6 +173,13 @@ impl WriteTx<'_> {
     /// The sequence number of the last entry appended so far.
     fn appender_seq(&self) -> u64 {
         self.appender.seq()
+    }
+
+    /// Ends the transaction without a change. Explicit rather than a drop,
+    /// so the connection goes back to the pool outside a transaction.
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Retention: every read hides data past its period (`Cutoffs`), and the
 //! sweeper purges it.
 
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Executor};
 use time::Duration;
 
 use super::engine::SQLITE_BUSY_TIMEOUT_MS;
@@ -91,19 +91,32 @@ impl Store {
             return;
         }
         for pool in pools {
-            let flushed = async {
-                let mut conn = pool.acquire().await?;
-                conn.execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
-                    .await?;
-                let busy = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .fetch_one(&mut *conn)
-                    .await
-                    .and_then(|row| row.try_get::<i64, _>(0));
-                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
-                    .await?;
-                busy
+            let mut conn = match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion");
+                    continue;
+                }
             };
-            match flushed.await {
+            let lowered = conn
+                .execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
+                .await;
+            let flushed = match lowered {
+                Ok(_) => {
+                    sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(&mut *conn)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let restored = conn
+                .execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                .await;
+            if restored.is_err() {
+                // Never pool a connection whose writers would give up early.
+                let _ = conn.close().await;
+            }
+            match flushed {
                 Ok(0) => {}
                 Ok(_) => tracing::info!("a reader held the WAL; deleted pages leave it at a later checkpoint"),
                 Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion"),

@@ -495,7 +495,9 @@ async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestAp
     let (status, first) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
 
-    // Put the state back to "committed, not shredded": the key returns.
+    // Put the state back to "committed, not shredded": the key returns
+    // (after the background purge, which would shred it again).
+    app.erasures_purged().await;
     restore_key(&app, &key).await;
     let (status, _) = app.get("/v1/subjects/uma/records").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the tombstone already hides her");
@@ -521,6 +523,29 @@ async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestAp
         .get(0);
     assert_eq!(left, 0);
     app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
+}
+
+/// An erasure whose shred failed after its tombstone committed is finished
+/// by the background purge, which shreds the key itself.
+async fn the_purge_shreds_a_committed_erasure_whose_shred_failed(app: TestApp) {
+    app.post_enrolled(&event("w1", "wen", "clean_plate", json!({}))).await;
+    let key = back_up_only_key(&app).await;
+    let (status, _) = app
+        .send(app.client.delete(app.url("/v1/subjects/wen")).bearer_auth(&app.key))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.erasures_purged().await;
+    // As if the shred had failed: the key is still there and the tombstone
+    // still waits for its purge.
+    restore_key(&app, &key).await;
+    sqlx::query("UPDATE erasures SET tenant_id = 1, pending_ref = $1")
+        .bind(key.3.clone())
+        .execute(&app.raw_ledger().await)
+        .await
+        .unwrap();
+    assert_eq!(live_salts(&app).await.len(), 1);
+    app.store.purge_erased().await.unwrap();
+    assert_eq!(live_salts(&app).await.len(), 0, "the purge shredded it");
 }
 
 async fn only_the_platform_holding_the_person_may_export_or_erase(app: TestApp) {
@@ -551,5 +576,6 @@ on_both_engines!(
     reshred_after_restoring_an_old_key_store,
     an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes,
     a_retried_erasure_completes_a_cut_one_with_the_same_receipt,
+    the_purge_shreds_a_committed_erasure_whose_shred_failed,
     only_the_platform_holding_the_person_may_export_or_erase,
 );
