@@ -18,3 +18,4 @@ mod model;
 mod privacy;
 mod retention;
 mod rights;
+mod servers;
