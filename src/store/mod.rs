@@ -315,6 +315,16 @@ impl Store {
     /// to both on first use. Opening a ledger with another key store — or an
     /// empty one, say a forgotten `--key-store` — is refused: the orphan
     /// purge would otherwise read every subject as erased.
+    /// Whether the ledger holds nothing about anyone yet.
+    async fn ledger_is_empty(&self) -> Result<bool, StoreError> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM records UNION ALL SELECT 1 FROM consents UNION ALL SELECT 1 FROM erasures LIMIT 1",
+        )
+        .fetch_optional(&self.ledger)
+        .await?;
+        Ok(held.is_none())
+    }
+
     async fn check_key_store_pair(&self) -> Result<(), StoreError> {
         let read = |pool: &AnyPool| {
             let pool = pool.clone();
@@ -326,16 +336,22 @@ impl Store {
                     .transpose()
             }
         };
-        let (ledger, keys) = (read(&self.ledger).await?, read(&self.keys).await?);
+        let (mut ledger, mut keys) = (read(&self.ledger).await?, read(&self.keys).await?);
+        if ledger.is_none() && (keys.is_none() || self.ledger_is_empty().await?) {
+            // First start, possibly of several servers at once, or one a
+            // crash cut between the two writes: the key store's id wins
+            // (first writer), and an empty ledger takes it.
+            let id = hex::encode(crate::crypto::random_bytes::<16>());
+            let write = "INSERT INTO meta (name, value) VALUES ('key_store_pair', $1) ON CONFLICT (name) DO NOTHING";
+            sqlx::query(write).bind(&id).execute(&self.keys).await?;
+            keys = read(&self.keys).await?;
+            if let Some(id) = &keys {
+                sqlx::query(write).bind(id).execute(&self.ledger).await?;
+            }
+            ledger = read(&self.ledger).await?;
+        }
         match (ledger, keys) {
             (Some(a), Some(b)) if a == b => Ok(()),
-            (None, None) => {
-                let id = hex::encode(crate::crypto::random_bytes::<16>());
-                let write = "INSERT INTO meta (name, value) VALUES ('key_store_pair', $1)";
-                sqlx::query(write).bind(&id).execute(&self.keys).await?;
-                sqlx::query(write).bind(&id).execute(&self.ledger).await?;
-                Ok(())
-            }
             (Some(_), None) => Err(StoreError::Config(
                 "the key store is new or empty but this ledger has one of its own: point --key-store \
                  (CARBON_LEDGER_KEY_STORE_URL) at it, or restore it, before starting"

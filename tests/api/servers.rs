@@ -262,17 +262,9 @@ fn receipt(r: &Value) -> (String, String, String, u64) {
 
 /// Two servers started together on a fresh database both come up: they
 /// migrate, check the root key, and pair the key store concurrently.
-///
-/// KNOWN BUG, fails today: `Store::check_key_store_pair` (src/store/mod.rs)
-/// reads both `meta` tables, finds no `key_store_pair`, and inserts a new
-/// random id into each with a plain INSERT. Two servers starting on a fresh
-/// database both see none; the slower one's INSERT hits `meta_pkey`
-/// ("duplicate key value violates unique constraint") and it exits. Had it
-/// read between the other's two INSERTs (key store written, ledger not yet),
-/// it would refuse the pair as "belongs to another ledger database" instead.
-/// Remove the `ignore` once the pairing tolerates a concurrent first start.
+/// (Once, the second to pair the key store failed on the first's row and
+/// exited; the pairing is now insert-if-absent, then read back.)
 #[tokio::test]
-#[ignore = "known bug: concurrent first start races on the key store pairing"]
 async fn servers_start_together_on_a_fresh_database() {
     let client = client();
     // Several fresh databases: the start-up window is short.
