@@ -12,37 +12,20 @@ use std::time::Instant;
 
 use carbon_ledger::clock::SystemClock;
 use carbon_ledger::crypto::RootKey;
+use carbon_ledger::domain::Role;
 use carbon_ledger::domain::SubjectId;
-use carbon_ledger::domain::{minimize, parse_event, Role};
 use carbon_ledger::policy::PolicySet;
 use carbon_ledger::store::{Access, IngestItem, Kinds, Purpose, Store};
-use serde_json::json;
 
 const BATCHES: usize = 50;
 const BATCH: usize = 1000;
 const SUBJECTS: usize = 2_000;
 
 fn items(batch: usize, policies: &PolicySet) -> Vec<IngestItem> {
-    let now = time::OffsetDateTime::now_utc();
-    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
     (0..BATCH)
         .map(|i| {
             let n = batch * BATCH + i;
-            let raw = parse_event(json!({
-                "event_id": format!("bench-{n}"),
-                "subject": format!("user-{}", n % SUBJECTS),
-                "kind": "transit_ride",
-                "occurred_at": at,
-                "region": "510502",
-                "data": {"mode": "bus"}
-            }))
-            .unwrap();
-            let record = minimize(&raw, &policies.methodology, now).unwrap();
-            IngestItem {
-                event_id: raw.event_id,
-                subject: raw.subject,
-                record,
-            }
+            support::bus_ride(format!("bench-{n}"), format!("user-{}", n % SUBJECTS), policies)
         })
         .collect()
 }

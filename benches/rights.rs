@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use carbon_ledger::api::AppState;
 use carbon_ledger::clock::SystemClock;
 use carbon_ledger::crypto::RootKey;
-use carbon_ledger::domain::{minimize, parse_event, Role, SubjectId};
+use carbon_ledger::domain::{Role, SubjectId};
 use carbon_ledger::policy::PolicySet;
 use carbon_ledger::store::{Access, Actor, IngestItem, Kinds, Purpose, Store};
-use serde_json::json;
 
 const SIZES: [usize; 3] = [1_000, 10_000, 30_000];
 
@@ -38,26 +37,8 @@ fn reset_peak_rss() {
 }
 
 fn items(subject: &str, from: usize, n: usize, policies: &PolicySet) -> Vec<IngestItem> {
-    let now = time::OffsetDateTime::now_utc();
-    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
     (from..from + n)
-        .map(|i| {
-            let raw = parse_event(json!({
-                "event_id": format!("{subject}-{i}"),
-                "subject": subject,
-                "kind": "transit_ride",
-                "occurred_at": at,
-                "region": "510502",
-                "data": {"mode": "bus"}
-            }))
-            .unwrap();
-            let record = minimize(&raw, &policies.methodology, now).unwrap();
-            IngestItem {
-                event_id: raw.event_id,
-                subject: raw.subject,
-                record,
-            }
-        })
+        .map(|i| support::bus_ride(format!("{subject}-{i}"), subject.to_owned(), policies))
         .collect()
 }
 

@@ -28,3 +28,28 @@ pub fn on_each_engine(database: &str, bench: impl AsyncFn(&str, &str)) {
         sqlx::query(&drop).execute(&pool).await.unwrap();
     });
 }
+
+/// A bus ride today, minimized, ready for `Store::ingest`.
+pub fn bus_ride(
+    event_id: String,
+    subject: String,
+    policies: &carbon_ledger::policy::PolicySet,
+) -> carbon_ledger::store::IngestItem {
+    let now = time::OffsetDateTime::now_utc();
+    let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let raw = carbon_ledger::domain::parse_event(serde_json::json!({
+        "event_id": event_id,
+        "subject": subject,
+        "kind": "transit_ride",
+        "occurred_at": at,
+        "region": "510502",
+        "data": {"mode": "bus"}
+    }))
+    .unwrap();
+    let record = carbon_ledger::domain::minimize(&raw, &policies.methodology, now).unwrap();
+    carbon_ledger::store::IngestItem {
+        event_id: raw.event_id,
+        subject: raw.subject,
+        record,
+    }
+}
