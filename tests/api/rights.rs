@@ -64,6 +64,14 @@ async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
         .collect()
 }
 
+/// How many record rows the ledger holds, readable or not.
+async fn stored_records(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM records")
+        .fetch_one(&app.raw_ledger().await)
+        .await
+        .unwrap()
+}
+
 /// The one key in the key store, as a backup of it holds it.
 type KeyBackup = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64);
 
@@ -442,12 +450,7 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
         "{text}"
     );
     assert_eq!(openable(&app, &backup).await, 0);
-    let left: i64 = sqlx::query("SELECT COUNT(*) FROM records")
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(stored_records(&app).await, 0);
     app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
 }
 
@@ -461,17 +464,9 @@ async fn an_interrupted_erasure_leaves_unreadable_rows_the_sweeper_removes(app: 
         .unwrap();
     let (status, _) = app.get("/v1/subjects/sam/records").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "unreadable rows are invisible");
-    let db = app.raw_ledger().await;
-    let rows = || async {
-        sqlx::query("SELECT COUNT(*) FROM records")
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get::<i64, _>(0)
-    };
-    assert_eq!(rows().await, 1);
+    assert_eq!(stored_records(&app).await, 1);
     app.store.sweep_retention().await.unwrap();
-    assert_eq!(rows().await, 0);
+    assert_eq!(stored_records(&app).await, 0);
     let entries = app.audit_entries(0, 1000).await.unwrap();
     assert!(
         entries
@@ -515,13 +510,7 @@ async fn a_retried_erasure_completes_a_cut_one_with_the_same_receipt(app: TestAp
         .count();
     assert_eq!(erasures, 1, "one erasure entry");
     app.erasures_purged().await;
-    let db = app.raw_ledger().await;
-    let left: i64 = sqlx::query("SELECT COUNT(*) FROM records")
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert_eq!(stored_records(&app).await, 0);
     app.store.verify_audit(&[]).await.unwrap().expect("the chain verifies");
 }
 
