@@ -141,6 +141,12 @@ impl ApiError {
                     "Service overloaded",
                     format!("too many {what} are in progress; retry after a second"),
                 ),
+                StoreError::OutcomeUnknown => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "outcome-unknown",
+                    "Outcome unknown",
+                    "the write was interrupted and may or may not have committed; retry it (events are idempotent by event_id)",
+                ),
                 StoreError::Integrity => Problem::new(
                     S::INTERNAL_SERVER_ERROR,
                     "record-integrity",

@@ -200,6 +200,9 @@ pub fn key_store_path(ledger: &Path) -> PathBuf {
     ledger.with_file_name(name)
 }
 
+/// Page cache per SQLite connection, in KiB.
+const SQLITE_CACHE_KIB: u32 = 32 * 1024;
+
 async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -213,9 +216,16 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
             Box::pin(async move {
                 // WAL for concurrent readers; FULL sync so a 2xx survives power
                 // loss; secure_delete so purged rows do not linger in free pages.
+                // A batch dirties a page per random index entry: with the
+                // default 2 MiB cache they spill to the WAL and are read
+                // back before the commit; the cache grows only as pages are
+                // used, so memory follows the working set up to this bound.
                 conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                     PRAGMA secure_delete = ON;",
+                    format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                         PRAGMA secure_delete = ON; PRAGMA cache_size = -{SQLITE_CACHE_KIB};"
+                    )
+                    .as_str(),
                 )
                 .await?;
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())

@@ -79,6 +79,11 @@ pub enum StoreError {
     /// A bounded resource stayed taken: worth a retry.
     #[error("too many {0} are in progress")]
     Busy(&'static str),
+    /// A write was interrupted where it may or may not have committed (a
+    /// failed commit, or the work dropped while waiting for it). Retrying is
+    /// safe: writes are idempotent by the client's id.
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
     /// A stored record failed authentication: tampering, a row copied between
     /// subjects, or key loss. Never detailed to clients.
     #[error("a stored record failed its integrity check")]
@@ -134,6 +139,8 @@ pub struct Store {
     /// Exports stream from a read snapshot that holds a connection for as
     /// long as the client reads; this bounds how many do at once.
     export_slots: Arc<tokio::sync::Semaphore>,
+    /// Batches waiting to be written in a group transaction.
+    ingest_queue: ingest::IngestQueue,
 }
 
 /// Exports streaming at once: with the SQLite pool's four connections, two
@@ -158,7 +165,8 @@ pub(crate) struct WriteTx<'a> {
     appender: audit_log::Appender,
     /// When the transaction runs: its writes carry `today.start`.
     today: Today,
-    _guard: tokio::sync::MutexGuard<'a, ()>,
+    /// The process's write lock, unless the caller holds it (group commit).
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl WriteTx<'_> {
@@ -229,6 +237,7 @@ impl Store {
             purge_wanted: tokio::sync::Notify::new(),
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
+            ingest_queue: ingest::IngestQueue::default(),
         };
         // Erasures a crash left unpurged are taken up by the first run.
         store.purge_wanted.notify_one();
@@ -368,6 +377,17 @@ impl Store {
     /// Begins a write transaction on `today` and locks the audit head.
     async fn begin_write(&self, today: Today) -> Result<WriteTx<'_>, StoreError> {
         let guard = self.write_lock.lock().await;
+        let mut w = self.begin_write_held(&guard, today).await?;
+        w._guard = Some(guard);
+        Ok(w)
+    }
+
+    /// As `begin_write`, for a caller that holds the write lock already.
+    async fn begin_write_held<'a>(
+        &'a self,
+        _held: &tokio::sync::MutexGuard<'_, ()>,
+        today: Today,
+    ) -> Result<WriteTx<'a>, StoreError> {
         let mut tx = match self.engine.begin_write() {
             Some(statement) => self.ledger.begin_with(statement).await?,
             None => self.ledger.begin().await?,
@@ -378,7 +398,7 @@ impl Store {
             engine: self.engine,
             appender,
             today,
-            _guard: guard,
+            _guard: None,
         })
     }
 

@@ -263,8 +263,48 @@ async fn concurrent_batches_keep_the_chain_intact(app: TestApp) {
     assert_eq!(check.entries, 252);
 }
 
+/// Requests that arrive together are written in shared transactions (group
+/// commit): across them an event id is still recorded once, and a daily cap
+/// is still never exceeded.
+async fn concurrent_requests_record_each_event_once_within_caps(app: TestApp) {
+    app.enroll("u-rush").await;
+    // Each of 12 metro rides is sent three times, every copy in its own
+    // concurrent request; the kind's cap credits 10 rides a day.
+    let bodies: Vec<Value> = (0..36)
+        .map(|n| {
+            event(
+                &format!("rush-{}", n % 12),
+                "u-rush",
+                "transit_ride",
+                json!({"mode": "metro"}),
+            )
+        })
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| app.post_events(body))).await;
+    let mut first: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    let mut recorded = 0;
+    for (body, (status, answer)) in bodies.iter().zip(&answers) {
+        assert!(status.is_success(), "{status} {answer}");
+        let receipt = receipts(answer)[0].clone();
+        let id = body["event_id"].as_str().unwrap().to_owned();
+        recorded += usize::from(receipt["status"] == "recorded");
+        let mut same = receipt.clone();
+        same["status"] = json!("recorded");
+        if let Some(seen) = first.insert(id, same.clone()) {
+            assert_eq!(seen, same, "every copy of an event gets the same receipt");
+        }
+    }
+    assert_eq!(recorded, 12, "each event id is recorded once");
+    let credited = first.values().filter(|r| r["capped"] == false).count();
+    assert_eq!(credited, 5, "the metro cap of 5 credited rides a day holds: {first:?}");
+    let check = app.store.verify_audit(&[]).await.unwrap().expect("chain verifies");
+    // policy load + tenant + 2 consents + 12 records
+    assert_eq!(check.entries, 16);
+}
+
 on_both_engines!(
     published_luzhou_figures,
+    concurrent_requests_record_each_event_once_within_caps,
     single_event_is_created_or_refused_with_a_named_field,
     batch_with_one_bad_event_records_the_others,
     the_same_batch_twice_yields_one_set_of_records,

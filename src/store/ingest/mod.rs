@@ -10,16 +10,19 @@ use std::fmt;
 use sqlx::FromRow;
 
 mod decide;
+mod group;
 mod rows;
 
 use decide::{decide, Decision, Usage};
+pub(super) use group::IngestQueue;
 use rows::BatchRows;
 
+use super::keystore::StoredKey;
 use super::sql::{select_in, Arg};
-use super::{Access, Store, StoreError};
+use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
-use crate::domain::{CoarseRecord, Day, EventId, Milligrams, SubjectId};
+use crate::domain::{CoarseRecord, Day, EventId, Milligrams, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
 /// One valid event, minimized, ready to be recorded.
@@ -94,6 +97,14 @@ pub enum IngestOutcome {
     EventIdReused,
 }
 
+/// A batch ready for the write transaction: external ids already replaced
+/// by pseudonyms and event keys, and the subjects' stored keys read.
+pub(super) struct Prepared {
+    tenant: TenantId,
+    items: Vec<(Pseudonym, EventKey, CoarseRecord)>,
+    stored: HashMap<Pseudonym, StoredKey>,
+}
+
 /// A row of `idempotency_keys`: what a retry gets back.
 #[derive(sqlx::FromRow)]
 struct ReceiptRow {
@@ -125,7 +136,6 @@ impl Store {
     /// consent to `rewards`.
     pub async fn ingest(&self, access: &Access, items: Vec<IngestItem>) -> Result<Vec<IngestOutcome>, StoreError> {
         let tenant = self.authorize(access, Permission::RecordEvents)?;
-        let methodology = &self.policies.methodology;
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -144,30 +154,38 @@ impl Store {
             .collect();
         let lookups: BTreeSet<Pseudonym> = items.iter().map(|(p, _, _)| *p).collect();
         // Only consent creates a subject's salt: a subject without one has
-        // consented to nothing. Keys are derived once per subject and batch.
+        // consented to nothing. Read before the write lock is taken.
         let stored = self.existing_keys(&lookups).await?;
+        self.ingest_grouped(Prepared { tenant, items, stored }).await
+    }
+
+    /// Decides and writes one batch in the write transaction `w`; its
+    /// outcomes are true once `w` commits.
+    async fn write_batch(&self, w: &mut WriteTx<'_>, batch: &Prepared) -> Result<Vec<IngestOutcome>, StoreError> {
+        let Prepared { tenant, items, stored } = batch;
+        let tenant = *tenant;
+        let methodology = &self.policies.methodology;
         let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
         let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
-
-        let mut w = self.begin_write(self.today()).await?;
         // A subject erased since their key was read is refused like one who
-        // never consented (see `erased_among`).
+        // never consented (see `erased_among`). Keys are derived once per
+        // subject and batch.
         let key_ids: Vec<&[u8]> = stored.values().map(|k| k.key_id.as_slice()).collect();
-        let erased = self.erased_among(&mut w, &key_ids).await?;
+        let erased = self.erased_among(w, &key_ids).await?;
         let subjects: HashMap<Pseudonym, SubjectKeys> = stored
             .iter()
             .filter(|(_, k)| !erased.contains(&k.key_id))
             .map(|(p, k)| (*p, self.root.subject_keys(&k.salt, CURRENT_KEY_VERSION)))
             .collect();
         let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
-        let consents = self.consent_state(&mut w, tenant, &refs).await?;
-        let mut seen = self.known_receipts(&mut w, tenant.get(), &items).await?;
-        let mut usage = self.usage(&mut w, tenant.get(), &refs, first, last).await?;
+        let consents = self.consent_state(w, tenant, &refs).await?;
+        let mut seen = self.known_receipts(w, tenant.get(), items).await?;
+        let mut usage = self.usage(w, tenant.get(), &refs, first, last).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
         let mut rows = BatchRows::default();
         for (lookup, event_key, record) in items {
-            let subject = subjects.get(&lookup);
+            let subject = subjects.get(lookup);
             let fingerprint = subject.map(|k| self.pseudonyms.event_fingerprint(&k.ledger_ref, &record.encode()));
             let decided = decide(
                 methodology,
@@ -175,8 +193,8 @@ impl Store {
                 &seen,
                 &mut usage,
                 subject.map(|k| k.ledger_ref).zip(fingerprint),
-                &event_key,
-                &record,
+                event_key,
+                record,
             )?;
             let (Decision::Record { assessment, points }, Some(keys), Some(fingerprint)) =
                 (decided.clone(), subject, fingerprint)
@@ -218,18 +236,17 @@ impl Store {
             rows.add(
                 tenant,
                 keys.ledger_ref,
-                &event_key,
+                event_key,
                 fingerprint,
-                &record,
+                record,
                 sealed,
                 &receipt,
                 w.today.start,
             );
-            seen.insert(event_key, (receipt.clone(), fingerprint));
+            seen.insert(*event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
         }
         rows.write(w.conn(), self.engine, tenant).await?;
-        w.commit().await?;
         Ok(outcomes)
     }
 
@@ -237,7 +254,7 @@ impl Store {
     /// used.
     async fn known_receipts(
         &self,
-        w: &mut super::WriteTx<'_>,
+        w: &mut WriteTx<'_>,
         tenant: i64,
         items: &[(Pseudonym, EventKey, CoarseRecord)],
     ) -> Result<HashMap<EventKey, (Receipt, [u8; 32])>, StoreError> {
@@ -282,7 +299,7 @@ impl Store {
     /// days, for the methodology's daily caps.
     async fn usage(
         &self,
-        w: &mut super::WriteTx<'_>,
+        w: &mut WriteTx<'_>,
         tenant: i64,
         subjects: &[SubjectRef],
         first: Day,
