@@ -27,7 +27,7 @@ use sqlx::AnyConnection;
 use super::today::Today;
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
-use crate::crypto::{AuditRef, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::{AuditRef, SubjectKeys, SubjectRef};
 use crate::domain::{SubjectId, TenantId};
 use crate::policy::Permission;
 
@@ -145,7 +145,7 @@ impl Store {
             Enrol::KnownOnly => self.key_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?,
             Enrol::IfMissing => self.key_or_create(&pseudonym, today.start).await?,
         };
-        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
+        let keys = self.subject_keys(&key.salt);
         let mut w = self.begin_write(today).await?;
         if !self.erased_among(&mut w, &[&key.key_id]).await?.is_empty() {
             return Err(match enrol {
