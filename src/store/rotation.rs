@@ -356,6 +356,10 @@ impl Store {
             batches += 1;
             progress(report.resealed);
         }
+        if report.resealed > 0 {
+            // On SQLite, the old ciphertext leaves the files now.
+            self.flush_deleted_pages(&[&self.ledger]).await;
+        }
         report.remaining = self.records_to_reseal().await?;
         if report.remaining == 0 {
             report.retired = self.retire_unused().await?;
