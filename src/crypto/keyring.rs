@@ -34,7 +34,12 @@ impl fmt::Debug for Keyring {
 
 /// Where the keyring of `root_key_file` lives: beside it, extension `keyring`.
 pub fn keyring_path(root_key_file: &Path) -> PathBuf {
-    root_key_file.with_extension("keyring")
+    let path = root_key_file.with_extension("keyring");
+    if path == root_key_file {
+        // A root key file named `*.keyring` keeps its own name.
+        return PathBuf::from(format!("{}.versions", root_key_file.display()));
+    }
+    path
 }
 
 impl Keyring {
@@ -142,6 +147,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = keyring_path(&dir.path().join("root.key"));
         assert_eq!(path, dir.path().join("root.keyring"));
+        assert_eq!(
+            keyring_path(Path::new("k.keyring")),
+            PathBuf::from("k.keyring.versions")
+        );
+        assert_eq!(keyring_path(Path::new("/s/key")), PathBuf::from("/s/key.keyring"));
         assert!(Keyring::load(&path).unwrap().versions().next().is_none());
         let mut ring = Keyring::default();
         ring.insert(2, RootKey::from_bytes([2; 32]));
