@@ -20,6 +20,7 @@ on_both_engines!(
     rotation_reseals_resumably_then_retires_and_drops_old_keys,
     a_reseal_killed_midway_resumes_with_nothing_lost_or_sealed_twice,
     a_rotated_tenant_key_is_refused_at_once,
+    a_server_that_missed_the_rotation_writes_nothing_then_catches_up,
 );
 
 const SUBJECTS: usize = 6;
@@ -347,4 +348,61 @@ async fn a_rotated_tenant_key_is_refused_at_once(app: TestApp) {
     )));
     let out = app.cli(&["tenant", "rotate-key", "--tenant", "nobody"]);
     assert!(!out.status.success());
+}
+
+async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: TestApp) {
+    let ring_file = keyring_path(&app.root_key_file);
+    app.store.attach_keyring(ring_file.clone()).await.unwrap();
+    record_events(&app, "s", 1).await;
+
+    // A second server on the same database, started before the rotation
+    // and not told of it (its 5 s check has not run).
+    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
+    let policies = Arc::new(PolicySet::load(None).unwrap());
+    let stale = Store::open_with_keyring(
+        &app.database_url,
+        None,
+        root,
+        Some(ring_file),
+        Arc::new(SystemClock),
+        policies,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stale = Arc::new(stale);
+    tokio::spawn(carbon_ledger::server::serve(
+        listener,
+        carbon_ledger::api::AppState::new(stale.clone()),
+        std::future::pending(),
+    ));
+
+    app.store.rotate_root_key().await.unwrap();
+    let report = app.store.reseal(ResealOptions::default(), |_| {}).await.unwrap();
+    assert_eq!(report.retired, vec![1]);
+    assert_eq!(stale.key_version(), 1, "the second server has not looked yet");
+
+    let stored = sealed_rows(&app).await.len();
+    let body = event("late-1", "u-rot-0", "clean_plate", json!({}));
+    let post = || {
+        app.send(
+            app.client
+                .post(format!("http://{addr}/v1/events"))
+                .bearer_auth(&app.key)
+                .json(&body),
+        )
+    };
+    let (status, problem) = post().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["type"], "urn:carbon-ledger:problem:unavailable");
+    assert_eq!(sealed_rows(&app).await.len(), stored, "nothing was written");
+
+    // It caught up on the refusal: the retry is recorded, under version 2.
+    assert_eq!(stale.key_version(), 2);
+    let (status, receipt) = post().await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    assert_eq!(receipt["receipts"][0]["status"], "recorded", "{receipt}");
+    let rows = sealed_rows(&app).await;
+    assert_eq!((rows.len(), versions_count(&rows, 2)), (stored + 1, stored + 1));
 }
