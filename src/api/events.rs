@@ -167,11 +167,11 @@ pub async fn post_events(
     let outcomes = match state.store.ingest(&caller.access(Purpose::Accounting), items).await {
         // This server had not seen a root key rotation; nothing was
         // written. It catches up now, so the client's retry goes through.
-        Err(StoreError::KeyVersionRetired) => {
+        Err(StoreError::KeyRotated) => {
             if let Err(e) = state.store.refresh_keyring().await {
                 tracing::error!(error = %e, "checking the root key versions failed");
             }
-            return Err(StoreError::KeyVersionRetired.into());
+            return Err(StoreError::KeyRotated.into());
         }
         outcomes => outcomes?,
     };

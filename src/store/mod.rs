@@ -55,10 +55,12 @@ pub enum StoreError {
     Config(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// A record was about to be sealed under a root key version retired
-    /// since this process last looked (see `rotation`); nothing was written.
-    #[error("the root key was rotated; new records are sealed under a newer version")]
-    KeyVersionRetired,
+    /// The root key versions changed since this process last looked (see
+    /// `rotation`): a record was about to be sealed under a retired
+    /// version, or one to be read is sealed under a version not loaded
+    /// yet. Nothing was written or returned; the process has caught up.
+    #[error("the root key was rotated; this process was catching up")]
+    KeyRotated,
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -101,7 +103,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if rotation::is_retired_version_error(&e) {
-            StoreError::KeyVersionRetired
+            StoreError::KeyRotated
         } else {
             StoreError::Database(e)
         }

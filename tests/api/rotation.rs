@@ -212,7 +212,7 @@ async fn rotation_reseals_resumably_then_retires_and_drops_old_keys(app: TestApp
     .execute(&db)
     .await;
     assert!(
-        matches!(StoreError::from(write.unwrap_err()), StoreError::KeyVersionRetired),
+        matches!(StoreError::from(write.unwrap_err()), StoreError::KeyRotated),
         "a retired version is refused"
     );
 
@@ -350,45 +350,73 @@ async fn a_rotated_tenant_key_is_refused_at_once(app: TestApp) {
     assert!(!out.status.success());
 }
 
-async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: TestApp) {
-    let ring_file = keyring_path(&app.root_key_file);
-    app.store.attach_keyring(ring_file.clone()).await.unwrap();
-    record_events(&app, "s", 1).await;
-
-    // A second server on the same database, started before the rotation
-    // and not told of it (its 5 s check has not run).
+/// A second server on the app's database with its own store, opened now
+/// (so it knows the root key versions of this moment only).
+async fn second_server(app: &TestApp) -> (Arc<Store>, std::net::SocketAddr) {
     let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
     let policies = Arc::new(PolicySet::load(None).unwrap());
-    let stale = Store::open_with_keyring(
+    let store = Store::open_with_keyring(
         &app.database_url,
         None,
         root,
-        Some(ring_file),
+        Some(keyring_path(&app.root_key_file)),
         Arc::new(SystemClock),
         policies,
     )
     .await
     .unwrap();
+    let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let stale = Arc::new(stale);
     tokio::spawn(carbon_ledger::server::serve(
         listener,
-        carbon_ledger::api::AppState::new(stale.clone()),
+        carbon_ledger::api::AppState::new(store.clone()),
         std::future::pending(),
     ));
+    (store, addr)
+}
 
+async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: TestApp) {
+    app.store
+        .attach_keyring(keyring_path(&app.root_key_file))
+        .await
+        .unwrap();
+    record_events(&app, "s", 1).await;
+
+    // Two more servers, started before the rotation and not told of it
+    // (their 5 s check has not run): one reads, one writes.
+    let (reader, reader_addr) = second_server(&app).await;
+    let (writer, writer_addr) = second_server(&app).await;
     app.store.rotate_root_key().await.unwrap();
     let report = app.store.reseal(ResealOptions::default(), |_| {}).await.unwrap();
     assert_eq!(report.retired, vec![1]);
-    assert_eq!(stale.key_version(), 1, "the second server has not looked yet");
+    assert_eq!((reader.key_version(), writer.key_version()), (1, 1), "not looked yet");
 
+    // A read of records sealed under the version it does not know: 503,
+    // nothing returned; it catches up, and the retry reads them.
+    let read = || {
+        app.send(
+            app.client
+                .get(format!("http://{reader_addr}/v1/subjects/u-rot-0/records"))
+                .bearer_auth(&app.key),
+        )
+    };
+    let (status, problem) = read().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["type"], "urn:carbon-ledger:problem:unavailable");
+    assert_eq!(reader.key_version(), 2);
+    let (status, page) = read().await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["records"].as_array().unwrap().len(), 1);
+
+    // A write under the retired version: refused by the database, 503,
+    // nothing written; it catches up, and the retry is recorded.
     let stored = sealed_rows(&app).await.len();
     let body = event("late-1", "u-rot-0", "clean_plate", json!({}));
     let post = || {
         app.send(
             app.client
-                .post(format!("http://{addr}/v1/events"))
+                .post(format!("http://{writer_addr}/v1/events"))
                 .bearer_auth(&app.key)
                 .json(&body),
         )
@@ -397,9 +425,7 @@ async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: T
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert_eq!(problem["type"], "urn:carbon-ledger:problem:unavailable");
     assert_eq!(sealed_rows(&app).await.len(), stored, "nothing was written");
-
-    // It caught up on the refusal: the retry is recorded, under version 2.
-    assert_eq!(stale.key_version(), 2);
+    assert_eq!(writer.key_version(), 2);
     let (status, receipt) = post().await;
     assert_eq!(status, StatusCode::CREATED, "{receipt}");
     assert_eq!(receipt["receipts"][0]["status"], "recorded", "{receipt}");
