@@ -21,6 +21,7 @@ on_both_engines!(
     a_reseal_killed_midway_resumes_with_nothing_lost_or_sealed_twice,
     a_rotated_tenant_key_is_refused_at_once,
     a_server_that_missed_the_rotation_writes_nothing_then_catches_up,
+    serve_reseals_in_the_background,
 );
 
 const SUBJECTS: usize = 6;
@@ -431,4 +432,68 @@ async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: T
     assert_eq!(receipt["receipts"][0]["status"], "recorded", "{receipt}");
     let rows = sealed_rows(&app).await;
     assert_eq!((rows.len(), versions_count(&rows, 2)), (stored + 1, stored + 1));
+}
+
+/// A child process killed when dropped, so a failed assertion leaves none.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve_reseals_in_the_background(app: TestApp) {
+    app.store
+        .attach_keyring(keyring_path(&app.root_key_file))
+        .await
+        .unwrap();
+    let subjects = record_events(&app, "g", 4).await;
+    let before = records_by_id(&app, &subjects).await;
+    let out = app.cli(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = app.dir.path().join("serve.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let _server = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_carbon-ledger"))
+            .args(["serve", "--listen", &addr.to_string(), "--reseal-interval-secs", "1"])
+            .args(["--sweep-interval-secs", "0", "--checkpoint-interval-secs", "0"])
+            .env("CARBON_LEDGER_DATABASE_URL", &app.database_url)
+            .env("CARBON_LEDGER_ROOT_KEY_FILE", &app.root_key_file)
+            .env("CARBON_LEDGER_DATA_DIR", app.dir.path())
+            .env_remove("CARBON_LEDGER_POLICIES")
+            .env_remove("CARBON_LEDGER_RESEAL_INTERVAL_SECS")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
+    let db = app.raw_ledger().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let retired: Option<i64> = sqlx::query_scalar("SELECT retired_on FROM key_versions WHERE version = 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if retired.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not re-seal within 30 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rows = sealed_rows(&app).await;
+    assert_eq!(versions_count(&rows, 2), rows.len());
+    assert_eq!(resealed_total(&actions(&app).await, 2), (SUBJECTS * 4) as u64);
+    app.store.refresh_keyring().await.unwrap();
+    assert_eq!(records_by_id(&app, &subjects).await, before);
 }
