@@ -18,9 +18,10 @@
 //! data never leaves unless the entry committed with it. Consent and
 //! retention checks are the operations' own (they differ per operation)
 //! but can only run inside this door. Erasure (`erasure.rs`, which must see
-//! its own tombstone) and batch ingest (`ingest/`, many subjects at once)
-//! look keys up and check tombstones the same way themselves; nothing else
-//! in the store derives a subject's keys.
+//! its own tombstone), batch ingest (`ingest/`, many subjects at once) and
+//! the re-seal after a root key rotation (`rotation.rs`, which returns no
+//! personal data and logs each batch) look keys up and check tombstones the
+//! same way themselves; nothing else in the store derives a subject's keys.
 
 use sqlx::AnyConnection;
 

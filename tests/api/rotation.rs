@@ -69,13 +69,17 @@ async fn records_by_id(app: &TestApp, subjects: &[String]) -> BTreeMap<String, V
 
 /// Record id -> (key version, sealed bytes), read from the database.
 async fn sealed_rows(app: &TestApp) -> BTreeMap<Vec<u8>, (i64, Vec<u8>)> {
-    sqlx::query("SELECT record_id, key_version, sealed FROM records")
-        .fetch_all(&app.raw_ledger().await)
+    // Closed at once: the PostgreSQL server's connections are shared.
+    let db = app.raw_ledger().await;
+    let rows = sqlx::query("SELECT record_id, key_version, sealed FROM records")
+        .fetch_all(&db)
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect()
+        .collect();
+    db.close().await;
+    rows
 }
 
 fn versions_count(rows: &BTreeMap<Vec<u8>, (i64, Vec<u8>)>, version: i64) -> usize {
@@ -216,6 +220,7 @@ async fn rotation_reseals_resumably_then_retires_and_drops_old_keys(app: TestApp
         matches!(StoreError::from(write.unwrap_err()), StoreError::KeyRotated),
         "a retired version is refused"
     );
+    db.close().await;
 
     // A second rotation: version 2's key leaves the keyring file once
     // nothing is sealed under it.
@@ -432,6 +437,8 @@ async fn a_server_that_missed_the_rotation_writes_nothing_then_catches_up(app: T
     assert_eq!(receipt["receipts"][0]["status"], "recorded", "{receipt}");
     let rows = sealed_rows(&app).await;
     assert_eq!((rows.len(), versions_count(&rows, 2)), (stored + 1, stored + 1));
+    reader.close().await;
+    writer.close().await;
 }
 
 /// A child process killed when dropped, so a failed assertion leaves none.
@@ -491,6 +498,7 @@ async fn serve_reseals_in_the_background(app: TestApp) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    db.close().await;
     let rows = sealed_rows(&app).await;
     assert_eq!(versions_count(&rows, 2), rows.len());
     assert_eq!(resealed_total(&actions(&app).await, 2), (SUBJECTS * 4) as u64);
