@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, `tenant add`, `audit verify`,
-//! `policy check`. Global options each have an environment variable.
+//! The command line: `serve`, `migrate`, `tenant add|rotate-key`, `audit
+//! verify`, `keys rotate|reseal|status`, `policy check`. Global options
+//! each have an environment variable.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +57,10 @@ pub enum Command {
         /// are still signed on request).
         #[arg(long, env = "CARBON_LEDGER_CHECKPOINT_INTERVAL_SECS", default_value_t = 300)]
         checkpoint_interval_secs: u64,
+        /// Seconds between background re-seals after a root key rotation
+        /// (`keys rotate`); 0 leaves re-sealing to `keys reseal`.
+        #[arg(long, env = "CARBON_LEDGER_RESEAL_INTERVAL_SECS", default_value_t = 600)]
+        reseal_interval_secs: u64,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -92,6 +97,19 @@ pub enum KeysCommand {
     /// names (after restoring the key store from a backup) and purge rows
     /// whose key is gone.
     Reshred,
+    /// Introduce a new root key version (kept in the keyring file beside
+    /// the root key file): new records are sealed under it at once.
+    Rotate,
+    /// Seal every record still under an older root key version again under
+    /// the current one, then retire the versions nothing needs and drop
+    /// their keys. Resumable; a progress bar on a terminal.
+    Reseal {
+        /// Records per transaction.
+        #[arg(long, default_value_t = crate::store::RESEAL_BATCH)]
+        batch_size: usize,
+    },
+    /// List the root key versions and how many records each still seals.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +126,13 @@ pub enum TenantCommand {
         name: String,
         #[arg(long, value_enum)]
         role: RoleArg,
+    },
+    /// Issue a new API key for a tenant; the old key is refused at once.
+    /// Prints the new key as the last line of stdout.
+    RotateKey {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -179,12 +204,15 @@ impl Cli {
         Ok(())
     }
 
+    fn root_key_path(&self) -> PathBuf {
+        self.root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("root.key"))
+    }
+
     /// The root key; `create` allows making one on first run.
     fn root_key(&self, create: bool) -> Result<RootKey, String> {
-        let path = self
-            .root_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("root.key"));
+        let path = self.root_key_path();
         if !create {
             return RootKey::load(&path).map_err(|e| e.to_string());
         }
@@ -209,10 +237,11 @@ impl Cli {
     async fn store(&self, create_key: bool) -> Result<Store, String> {
         let policies = Arc::new(self.policies()?);
         let root = self.root_key(create_key)?;
-        Store::open_with_key_store(
+        Store::open_with_keyring(
             &self.database_url(),
             self.key_store.as_deref(),
             root,
+            Some(crate::crypto::keyring_path(&self.root_key_path())),
             Arc::new(SystemClock),
             policies,
         )
@@ -246,11 +275,22 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             listen,
             sweep_interval_secs,
             checkpoint_interval_secs,
-        } => serve(cli, listen, *sweep_interval_secs, *checkpoint_interval_secs).await,
+            reseal_interval_secs,
+        } => {
+            let intervals = Intervals {
+                sweep: *sweep_interval_secs,
+                checkpoint: *checkpoint_interval_secs,
+                reseal: *reseal_interval_secs,
+            };
+            serve(cli, listen, intervals).await
+        }
         Command::Migrate => migrate(cli).await,
         Command::Tenant {
             command: TenantCommand::Add { name, role },
         } => add_tenant(cli, name, *role).await,
+        Command::Tenant {
+            command: TenantCommand::RotateKey { tenant },
+        } => rotate_tenant_key(cli, tenant).await,
         Command::Audit { command } => match command {
             AuditCommand::Verify {
                 from: Some(dir),
@@ -267,21 +307,26 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
         Command::Retention {
             command: RetentionCommand::Sweep,
         } => sweep_retention(cli).await,
-        Command::Keys {
-            command: KeysCommand::Reshred,
-        } => reshred_keys(cli).await,
+        Command::Keys { command } => match command {
+            KeysCommand::Reshred => reshred_keys(cli).await,
+            KeysCommand::Rotate => rotate_root_key(cli).await,
+            KeysCommand::Reseal { batch_size } => reseal(cli, *batch_size).await,
+            KeysCommand::Status => key_status(cli).await,
+        },
         Command::Policy {
             command: PolicyCommand::Check,
         } => check_policies(cli),
     }
 }
 
-async fn serve(
-    cli: &Cli,
-    listen: &str,
-    sweep_interval_secs: u64,
-    checkpoint_interval_secs: u64,
-) -> Result<ExitCode, String> {
+/// Seconds between `serve`'s background runs; 0 turns one off.
+struct Intervals {
+    sweep: u64,
+    checkpoint: u64,
+    reseal: u64,
+}
+
+async fn serve(cli: &Cli, listen: &str, intervals: Intervals) -> Result<ExitCode, String> {
     let store = Arc::new(cli.store(true).await?);
     store.record_policy_load().await.map_err(|e| e.to_string())?;
     finish_interrupted_erasures(&store).await?;
@@ -295,7 +340,7 @@ async fn serve(
         methodology = %store.policies().methodology.version,
         "listening on http://{addr}"
     );
-    let background = BackgroundTasks::start(&store, sweep_interval_secs, checkpoint_interval_secs);
+    let background = BackgroundTasks::start(&store, &intervals);
     let state = AppState::new(store.clone());
     crate::server::serve(listener, state, crate::server::shutdown_signal())
         .await
@@ -322,23 +367,29 @@ struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    fn start(store: &Arc<Store>, sweep_interval_secs: u64, checkpoint_interval_secs: u64) -> Self {
+    fn start(store: &Arc<Store>, intervals: &Intervals) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let sweeper = (sweep_interval_secs > 0).then(|| {
+        let sweeper = (intervals.sweep > 0).then(|| {
             tokio::spawn(crate::server::sweep_periodically(
                 store.clone(),
-                Duration::from_secs(sweep_interval_secs),
+                Duration::from_secs(intervals.sweep),
                 stopped.clone(),
             ))
         });
-        let checkpoints = (checkpoint_interval_secs > 0).then(|| {
+        let checkpoints = (intervals.checkpoint > 0).then(|| {
             tokio::spawn(crate::server::checkpoint_periodically(
                 store.clone(),
-                Duration::from_secs(checkpoint_interval_secs),
-                stopped,
+                Duration::from_secs(intervals.checkpoint),
+                stopped.clone(),
             ))
         });
-        let tasks = [sweeper, checkpoints].into_iter().flatten().collect();
+        // Always on: a rotation made elsewhere is picked up within seconds.
+        let keys = Some(tokio::spawn(crate::server::watch_keys(
+            store.clone(),
+            (intervals.reseal > 0).then(|| Duration::from_secs(intervals.reseal)),
+            stopped,
+        )));
+        let tasks = [sweeper, checkpoints, keys].into_iter().flatten().collect();
         Self { stop, tasks }
     }
 
@@ -485,6 +536,128 @@ async fn sweep_retention(cli: &Cli) -> Result<ExitCode, String> {
          {} consent history entries purged; {} audit entries emptied",
         counts.records, counts.ledger_entries, counts.idempotency_keys, counts.consent_history, counts.audit_entries
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate_tenant_key(cli: &Cli, name: &str) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let rotated = store.rotate_tenant_key(name).await.map_err(|e| e.to_string());
+    store.close().await;
+    let (id, key) = rotated?;
+    println!(
+        "tenant {name} (id {id}) has a new API key; the old one is refused from now on. The new key, shown only now:"
+    );
+    println!("{}", key.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate_root_key(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let rotated = store.rotate_root_key().await.map_err(|e| e.to_string());
+    store.close().await;
+    let version = rotated?;
+    println!(
+        "root key version {version} is in {}; new records are sealed under it (running servers switch within seconds).",
+        crate::crypto::keyring_path(&cli.root_key_path()).display()
+    );
+    println!(
+        "Back the keyring file up with the root key, and copy it to every server before the re-seal \
+         (`carbon-ledger keys reseal`, or `serve` every --reseal-interval-secs) retires the older versions."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reseal(cli: &Cli, batch: usize) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let result = reseal_with_progress(&store, batch).await;
+    store.close().await;
+    let report = result?;
+    println!(
+        "re-sealed {} records under root key version {}; {} still under older versions{}",
+        report.resealed,
+        report.version,
+        report.remaining,
+        if report.retired.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; retired version(s) {}",
+                report.retired.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            )
+        }
+    );
+    if report.erased > 0 {
+        println!("{} records of erased people wait for the erasure purge", report.erased);
+    }
+    if report.unreadable > 0 {
+        println!(
+            "{} records failed to open (tampered, or their version's key is missing): they keep their version",
+            report.unreadable
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The re-seal with a progress bar on a terminal, a line per batch
+/// otherwise.
+async fn reseal_with_progress(store: &Store, batch: usize) -> Result<crate::store::ResealReport, String> {
+    // Rows of people erased but not yet purged would keep an old version
+    // alive: purge them first.
+    store.reshred().await.map_err(|e| e.to_string())?;
+    store.refresh_keyring().await.map_err(|e| e.to_string())?;
+    let total = store.records_to_reseal().await.map_err(|e| e.to_string())?;
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records re-sealed ({eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let options = crate::store::ResealOptions {
+        batch,
+        ..Default::default()
+    };
+    let report = store
+        .reseal(options, |done| match &bar {
+            Some(bar) => bar.set_position(done),
+            None => eprintln!("re-sealed {done} of {total} records"),
+        })
+        .await
+        .map_err(|e| e.to_string());
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report
+}
+
+async fn key_status(cli: &Cli) -> Result<ExitCode, String> {
+    let store = cli.store(false).await?;
+    let status = store.key_status().await.map_err(|e| e.to_string());
+    store.close().await;
+    println!(
+        "{:>7}  {:<32}  {:<8}  {:<13}  {:>10}",
+        "version", "fingerprint", "state", "key material", "records"
+    );
+    for v in status? {
+        let state = match (v.current, v.retired) {
+            (true, _) => "current",
+            (_, true) => "retired",
+            _ => "older",
+        };
+        let material = match (v.material_held, v.version) {
+            (true, 1) => "root key file",
+            (true, _) => "keyring file",
+            (false, _) => "dropped",
+        };
+        println!(
+            "{:>7}  {:<32}  {state:<8}  {material:<13}  {:>10}",
+            v.version,
+            v.fingerprint.as_deref().unwrap_or("-"),
+            v.records
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -128,3 +128,44 @@ pub async fn sweep_periodically(store: Arc<Store>, interval: Duration, stop: wat
     })
     .await;
 }
+
+/// How often a server checks for a root key rotation made by another
+/// process: until it has, it seals under the older version, and once that
+/// is retired its writes are refused (503, nothing written).
+pub const KEY_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Picks up root key rotations every `KEY_WATCH_INTERVAL` and, every
+/// `reseal` if set, re-seals records still under older versions.
+pub async fn watch_keys(store: Arc<Store>, reseal: Option<Duration>, stop: watch::Receiver<bool>) {
+    let mut last_reseal: Option<tokio::time::Instant> = None;
+    every(KEY_WATCH_INTERVAL, stop, || {
+        let store = store.clone();
+        let due = reseal.is_some_and(|every| last_reseal.is_none_or(|at| at.elapsed() >= every));
+        if due {
+            last_reseal = Some(tokio::time::Instant::now());
+        }
+        async move {
+            if let Err(e) = store.refresh_keyring().await {
+                tracing::error!(error = %e, "checking the root key versions failed");
+                return;
+            }
+            if !due {
+                return;
+            }
+            if !store.older_key_versions_in_use() {
+                return;
+            }
+            match store.reseal(Default::default(), |_| {}).await {
+                Ok(r) => tracing::info!(
+                    version = r.version,
+                    resealed = r.resealed,
+                    remaining = r.remaining,
+                    retired = ?r.retired,
+                    "re-seal"
+                ),
+                Err(e) => tracing::error!(error = %e, "re-seal failed"),
+            }
+        }
+    })
+    .await;
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::extract::{Caller, JsonBody};
 use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
 use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Milligrams};
-use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt};
+use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt, StoreError};
 
 #[derive(Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,7 +164,17 @@ pub async fn post_events(
         }
     }
 
-    let outcomes = state.store.ingest(&caller.access(Purpose::Accounting), items).await?;
+    let outcomes = match state.store.ingest(&caller.access(Purpose::Accounting), items).await {
+        // This server had not seen a root key rotation; nothing was
+        // written. It catches up now, so the client's retry goes through.
+        Err(StoreError::KeyRotated) => {
+            if let Err(e) = state.store.refresh_keyring().await {
+                tracing::error!(error = %e, "checking the root key versions failed");
+            }
+            return Err(StoreError::KeyRotated.into());
+        }
+        outcomes => outcomes?,
+    };
     let mut any_recorded = false;
     let receipts: Vec<ReceiptView> = slots
         .into_iter()

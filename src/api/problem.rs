@@ -147,6 +147,12 @@ impl ApiError {
                     "Outcome unknown",
                     "the write was interrupted and may or may not have committed; retry it (events are idempotent by event_id)",
                 ),
+                StoreError::KeyRotated => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the root key was just rotated and this server was catching up; nothing was done: retry shortly",
+                ),
                 StoreError::Integrity => Problem::new(
                     S::INTERNAL_SERVER_ERROR,
                     "record-integrity",

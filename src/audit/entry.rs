@@ -141,6 +141,27 @@ pub enum Action {
     OrphansPurged {
         rows: u64,
     },
+    /// A new root key version (named by its public fingerprint) was
+    /// introduced; new records are sealed under it.
+    RootKeyRotated {
+        version: u32,
+        fingerprint: [u8; 16],
+    },
+    /// Records sealed under older versions were opened and sealed again
+    /// under `version`: one entry per re-seal transaction.
+    RecordsResealed {
+        version: u32,
+        records: u32,
+    },
+    /// No record is sealed under `version` any more, and none may be: its
+    /// key material is dropped.
+    RootKeyRetired {
+        version: u32,
+    },
+    /// A tenant's API key was replaced; the old one is refused from then on.
+    TenantKeyRotated {
+        tenant: TenantId,
+    },
 }
 
 impl Action {
@@ -156,6 +177,10 @@ impl Action {
             Action::SubjectErased { .. } => 8,
             Action::KeysReshredded { .. } => 9,
             Action::OrphansPurged { .. } => 10,
+            Action::RootKeyRotated { .. } => 11,
+            Action::RecordsResealed { .. } => 12,
+            Action::RootKeyRetired { .. } => 13,
+            Action::TenantKeyRotated { .. } => 14,
         }
     }
 
@@ -277,6 +302,16 @@ impl AuditEntry {
             }
             Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
             Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
+            Action::RootKeyRotated { version, fingerprint } => {
+                w.extend_from_slice(&version.to_be_bytes());
+                w.extend_from_slice(fingerprint);
+            }
+            Action::RecordsResealed { version, records } => {
+                w.extend_from_slice(&version.to_be_bytes());
+                w.extend_from_slice(&records.to_be_bytes());
+            }
+            Action::RootKeyRetired { version } => w.extend_from_slice(&version.to_be_bytes()),
+            Action::TenantKeyRotated { tenant } => w.extend_from_slice(&tenant.get().to_be_bytes()),
         }
         w
     }
@@ -351,6 +386,18 @@ impl AuditEntry {
             },
             9 => Action::KeysReshredded { keys: r.u32()? },
             10 => Action::OrphansPurged { rows: r.u64()? },
+            11 => Action::RootKeyRotated {
+                version: r.u32()?,
+                fingerprint: r.array()?,
+            },
+            12 => Action::RecordsResealed {
+                version: r.u32()?,
+                records: r.u32()?,
+            },
+            13 => Action::RootKeyRetired { version: r.u32()? },
+            14 => Action::TenantKeyRotated {
+                tenant: TenantId::new(r.i64()?),
+            },
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
@@ -443,6 +490,15 @@ impl AuditEntry {
             ),
             Action::KeysReshredded { keys } => ("keys_reshredded", json!({"keys": keys})),
             Action::OrphansPurged { rows } => ("orphans_purged", json!({"rows": rows})),
+            Action::RootKeyRotated { version, fingerprint } => (
+                "root_key_rotated",
+                json!({"version": version, "fingerprint": hex::encode(fingerprint)}),
+            ),
+            Action::RecordsResealed { version, records } => {
+                ("records_resealed", json!({"version": version, "records": records}))
+            }
+            Action::RootKeyRetired { version } => ("root_key_retired", json!({"version": version})),
+            Action::TenantKeyRotated { tenant } => ("tenant_key_rotated", json!({"tenant": tenant.get()})),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -580,6 +636,18 @@ pub(crate) mod tests {
             },
             Action::KeysReshredded { keys: 2 },
             Action::OrphansPurged { rows: 7 },
+            Action::RootKeyRotated {
+                version: 2,
+                fingerprint: [4; 16],
+            },
+            Action::RecordsResealed {
+                version: 2,
+                records: 500,
+            },
+            Action::RootKeyRetired { version: 1 },
+            Action::TenantKeyRotated {
+                tenant: TenantId::new(3),
+            },
             Action::RetentionSwept(SweepCounts {
                 records: 1,
                 ledger_entries: 2,

@@ -9,10 +9,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use super::pseudonym::{AuditRef, PseudonymKey, SubjectRef};
 use super::random_bytes;
 
-/// The key version new ciphertext is sealed under. Stored beside every
-/// ciphertext so rotation can re-seal in the background.
-pub const CURRENT_KEY_VERSION: u32 = 1;
-
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read the root key file {path}: {source}")]
@@ -131,14 +127,23 @@ impl RootKey {
 
     /// Keys of one subject: HKDF with the subject's random salt, so deleting
     /// the salt makes every copy of that subject's ciphertext unreadable.
+    /// Everything from this (version 1) root key.
     pub fn subject_keys(&self, salt: &SubjectSalt, key_version: u32) -> SubjectKeys {
+        self.subject_keys_under(salt, (key_version, self), &[])
+    }
+
+    /// Keys of one subject whose records are sealed under `sealing` (a key
+    /// version and its root key) and may still be sealed under the versions
+    /// in `also`. The subject's references always derive from this, the
+    /// version 1 root key: they name the subject, and must not change with
+    /// a rotation.
+    pub fn subject_keys_under(
+        &self,
+        salt: &SubjectSalt,
+        sealing: (u32, &RootKey),
+        also: &[(u32, &RootKey)],
+    ) -> SubjectKeys {
         let hk = Hkdf::<Sha256>::new(Some(&salt.0), &self.0);
-        let mut record_key = Zeroizing::new([0u8; 32]);
-        hk.expand(
-            format!("carbon-ledger/v1/record/k{key_version}").as_bytes(),
-            record_key.as_mut(),
-        )
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
         let mut audit_ref = [0u8; 16];
         hk.expand(b"carbon-ledger/v1/audit-ref", &mut audit_ref)
             .expect("16 bytes is a valid HKDF-SHA256 output length");
@@ -146,11 +151,34 @@ impl RootKey {
         hk.expand(b"carbon-ledger/v1/ledger-ref", &mut ledger_ref)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         SubjectKeys {
-            record_key,
-            key_version,
+            record_key: sealing.1.record_key(salt, sealing.0),
+            key_version: sealing.0,
+            older: also
+                .iter()
+                .filter(|(v, _)| *v != sealing.0)
+                .map(|(v, root)| (*v, root.record_key(salt, *v)))
+                .collect(),
             audit_ref: AuditRef::from_bytes(audit_ref),
             ledger_ref: SubjectRef::from_bytes(ledger_ref),
         }
+    }
+
+    /// The AES-256-GCM key of the subject's records sealed under
+    /// `key_version`, whose root key this is.
+    fn record_key(&self, salt: &SubjectSalt, key_version: u32) -> Zeroizing<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(Some(&salt.0), &self.0);
+        let mut record_key = Zeroizing::new([0u8; 32]);
+        hk.expand(
+            format!("carbon-ledger/v1/record/k{key_version}").as_bytes(),
+            record_key.as_mut(),
+        )
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+        record_key
+    }
+
+    /// The key as the key files hold it.
+    pub(super) fn to_hex(&self) -> String {
+        hex::encode(self.0)
     }
 }
 
@@ -180,10 +208,28 @@ impl SubjectSalt {
 
 /// The keys of one subject, derived on demand and dropped (zeroized) after use.
 pub struct SubjectKeys {
+    /// The record key of `key_version`, the version new seals use.
     pub(super) record_key: Zeroizing<[u8; 32]>,
     pub key_version: u32,
+    /// Record keys of older versions still in use, for opening only.
+    pub(super) older: Vec<(u32, Zeroizing<[u8; 32]>)>,
     pub audit_ref: AuditRef,
     pub ledger_ref: SubjectRef,
+}
+
+impl SubjectKeys {
+    /// The record key of `key_version`, if these keys hold it.
+    pub(super) fn record_key_of(&self, key_version: u32) -> Option<&[u8; 32]> {
+        if key_version == self.key_version {
+            return Some(&self.record_key);
+        }
+        self.older.iter().find(|(v, _)| *v == key_version).map(|(_, k)| &**k)
+    }
+
+    /// Whether these keys can open records sealed under `key_version`.
+    pub fn opens(&self, key_version: u32) -> bool {
+        self.record_key_of(key_version).is_some()
+    }
 }
 
 impl fmt::Debug for SubjectKeys {
@@ -246,5 +292,19 @@ mod tests {
         assert_ne!(*key.subject_keys(&a, 1).record_key, *key.subject_keys(&a, 2).record_key);
         assert_ne!(key.subject_keys(&a, 1).audit_ref, key.subject_keys(&b, 1).audit_ref);
         assert_eq!(key.subject_keys(&a, 1).audit_ref, key.subject_keys(&a, 2).audit_ref);
+    }
+
+    #[test]
+    fn a_new_root_version_changes_only_the_record_key() {
+        let (v1, v2) = (RootKey::from_bytes([1; 32]), RootKey::from_bytes([2; 32]));
+        let salt = SubjectSalt::generate();
+        let old = v1.subject_keys(&salt, 1);
+        let new = v1.subject_keys_under(&salt, (2, &v2), &[(1, &v1)]);
+        assert_eq!(old.ledger_ref, new.ledger_ref);
+        assert_eq!(old.audit_ref, new.audit_ref);
+        assert_eq!(new.key_version, 2);
+        assert_eq!(new.record_key_of(1), old.record_key_of(1));
+        assert_ne!(new.record_key_of(2), v1.subject_keys(&salt, 2).record_key_of(2));
+        assert!(new.opens(1) && new.opens(2) && !new.opens(3) && !old.opens(2));
     }
 }

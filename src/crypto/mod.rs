@@ -13,11 +13,13 @@
 //!       └─ "audit-ref" ....... the subject's reference in the audit log
 //! ```
 
+mod keyring;
 mod keys;
 mod pseudonym;
 mod seal;
 
-pub use keys::{KeyError, RootKey, SubjectKeys, SubjectSalt, CURRENT_KEY_VERSION};
+pub use keyring::{keyring_path, Keyring};
+pub use keys::{KeyError, RootKey, SubjectKeys, SubjectSalt};
 pub use pseudonym::{AuditRef, EventKey, Pseudonym, PseudonymKey, SubjectRef};
 pub use seal::{open, seal, OpenError, RecordAad};
 

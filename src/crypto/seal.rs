@@ -72,11 +72,16 @@ pub fn seal(keys: &SubjectKeys, aad: &RecordAad<'_>, plaintext: &[u8]) -> Vec<u8
 }
 
 pub fn open(keys: &SubjectKeys, aad: &RecordAad<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-    if sealed.len() < NONCE_LEN || keys.key_version != aad.key_version {
+    // The key of the version the record says it was sealed under (bound
+    // into the associated data): the current one or an older one in use.
+    let Some(key) = keys.record_key_of(aad.key_version) else {
+        return Err(OpenError);
+    };
+    if sealed.len() < NONCE_LEN {
         return Err(OpenError);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let cipher = Aes256Gcm::new_from_slice(keys.record_key.as_ref()).expect("32-byte key");
+    let cipher = Aes256Gcm::new_from_slice(key.as_ref()).expect("32-byte key");
     cipher
         .decrypt(
             Nonce::from_slice(nonce),

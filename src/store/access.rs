@@ -18,16 +18,17 @@
 //! data never leaves unless the entry committed with it. Consent and
 //! retention checks are the operations' own (they differ per operation)
 //! but can only run inside this door. Erasure (`erasure.rs`, which must see
-//! its own tombstone) and batch ingest (`ingest/`, many subjects at once)
-//! look keys up and check tombstones the same way themselves; nothing else
-//! in the store derives a subject's keys.
+//! its own tombstone), batch ingest (`ingest/`, many subjects at once) and
+//! the re-seal after a root key rotation (`rotation.rs`, which returns no
+//! personal data and logs each batch) look keys up and check tombstones the
+//! same way themselves; nothing else in the store derives a subject's keys.
 
 use sqlx::AnyConnection;
 
 use super::today::Today;
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
-use crate::crypto::{AuditRef, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::{AuditRef, SubjectKeys, SubjectRef};
 use crate::domain::{SubjectId, TenantId};
 use crate::policy::Permission;
 
@@ -145,7 +146,7 @@ impl Store {
             Enrol::KnownOnly => self.key_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?,
             Enrol::IfMissing => self.key_or_create(&pseudonym, today.start).await?,
         };
-        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
+        let keys = self.subject_keys(&key.salt);
         let mut w = self.begin_write(today).await?;
         if !self.erased_among(&mut w, &[&key.key_id]).await?.is_empty() {
             return Err(match enrol {

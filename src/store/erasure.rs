@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::sql::{execute_in, select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts};
-use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::SubjectRef;
 use crate::domain::{Day, SubjectId};
 use crate::policy::Permission;
 
@@ -96,7 +96,7 @@ impl Store {
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt("key id is not 16 bytes".into()))?;
-        let keys = self.root.subject_keys(&key.salt, CURRENT_KEY_VERSION);
+        let keys = self.sealing_keys(&key.salt);
         drop(key);
 
         // 1. Tombstone and audit entry, in one transaction.

@@ -8,7 +8,7 @@ use sqlx::FromRow;
 
 use super::sql::{select_in, Arg};
 use super::{Store, StoreError};
-use crate::crypto::{random_bytes, Pseudonym, SubjectSalt, CURRENT_KEY_VERSION};
+use crate::crypto::{random_bytes, Pseudonym, SubjectSalt};
 
 /// A subject's key: the random id tombstones name it by, and the salt.
 pub(super) struct StoredKey {
@@ -35,7 +35,7 @@ impl Store {
         }
         // A concurrent request may create it first: keep theirs.
         let salt = SubjectSalt::generate();
-        let ledger_ref = self.root.subject_keys(&salt, CURRENT_KEY_VERSION).ledger_ref;
+        let ledger_ref = self.sealing_keys(&salt).ledger_ref;
         sqlx::query(
             "INSERT INTO subject_keys (subject, key_id, salt, ledger_ref, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (subject) DO NOTHING",

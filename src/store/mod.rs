@@ -19,6 +19,7 @@ mod ingest;
 mod keystore;
 mod reads;
 mod retention;
+mod rotation;
 mod sql;
 mod tenants;
 mod today;
@@ -44,6 +45,7 @@ pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
+pub use rotation::{KeyVersion, ResealOptions, ResealReport, RESEAL_BATCH};
 pub use tenants::ApiKey;
 pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells, MIN_CELL_EVENTS};
 
@@ -52,7 +54,13 @@ pub enum StoreError {
     #[error("{0}")]
     Config(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The root key versions changed since this process last looked (see
+    /// `rotation`): a record was about to be sealed under a retired
+    /// version, or one to be read is sealed under a version not loaded
+    /// yet. Nothing was written or returned; the process has caught up.
+    #[error("the root key was rotated; this process was catching up")]
+    KeyRotated,
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -90,6 +98,16 @@ pub enum StoreError {
     Integrity,
     #[error("inconsistent stored data: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if rotation::is_retired_version_error(&e) {
+            StoreError::KeyRotated
+        } else {
+            StoreError::Database(e)
+        }
+    }
 }
 
 impl StoreError {
@@ -141,6 +159,10 @@ pub struct Store {
     export_slots: Arc<tokio::sync::Semaphore>,
     /// Batches waiting to be written in a group transaction.
     ingest_queue: ingest::IngestQueue,
+    /// The root key versions in use, and their keys (see `rotation`).
+    ring: std::sync::RwLock<Arc<rotation::Ring>>,
+    /// The keyring file holding root key versions 2 and up, if any.
+    keyring_path: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// Exports streaming at once: with the SQLite pool's four connections, two
@@ -219,6 +241,19 @@ impl Store {
         clock: Arc<dyn Clock>,
         policies: Arc<PolicySet>,
     ) -> Result<Self, StoreError> {
+        Self::open_with_keyring(database_url, key_store_url, root, None, clock, policies).await
+    }
+
+    /// As `open_with_key_store`, with root key versions 2 and up read from
+    /// the keyring file `keyring` (see `crypto::keyring_path`).
+    pub async fn open_with_keyring(
+        database_url: &str,
+        key_store_url: Option<&str>,
+        root: RootKey,
+        keyring: Option<std::path::PathBuf>,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicySet>,
+    ) -> Result<Self, StoreError> {
         let pools = engine::connect(database_url, key_store_url).await?;
         // The log's name: one per root key, so two deployments' checkpoints
         // can never be confused.
@@ -238,11 +273,17 @@ impl Store {
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
             ingest_queue: ingest::IngestQueue::default(),
+            ring: std::sync::RwLock::new(Arc::new(rotation::Ring::first())),
+            keyring_path: std::sync::OnceLock::new(),
         };
+        if let Some(path) = keyring {
+            let _ = store.keyring_path.set(path);
+        }
         // Erasures a crash left unpurged are taken up by the first run.
         store.purge_wanted.notify_one();
         store.check_root_key().await?;
         store.check_key_store_pair().await?;
+        store.load_ring().await?;
         Ok(store)
     }
 

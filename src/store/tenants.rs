@@ -87,6 +87,28 @@ impl Store {
         Ok((tenant, key))
     }
 
+    /// Issues a new key for the tenant named `name`, replacing the old one
+    /// (an operator action, audited). Keys are looked up on every request,
+    /// never cached, so the old key is refused from the commit on, by
+    /// every server on the database.
+    pub async fn rotate_tenant_key(&self, name: &str) -> Result<(TenantId, ApiKey), StoreError> {
+        let key = ApiKey::generate();
+        let mut w = self.begin_write(self.today()).await?;
+        let id: Option<i64> = sqlx::query_scalar("UPDATE tenants SET key_hash = $1 WHERE name = $2 RETURNING id")
+            .bind(key_hash(key.expose()).as_bytes().to_vec())
+            .bind(name)
+            .fetch_optional(w.conn())
+            .await?;
+        let Some(id) = id else {
+            w.rollback().await?;
+            return Err(StoreError::Invalid(format!("there is no tenant named {name}")));
+        };
+        let tenant = TenantId::new(id);
+        w.append(None, Action::TenantKeyRotated { tenant });
+        w.commit().await?;
+        Ok((tenant, key))
+    }
+
     /// The tenant a bearer key belongs to, if any.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Actor>, StoreError> {
         if !token.starts_with(KEY_PREFIX) || token.len() > 128 {

@@ -18,4 +18,5 @@ mod model;
 mod privacy;
 mod retention;
 mod rights;
+mod rotation;
 mod servers;

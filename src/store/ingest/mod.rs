@@ -21,7 +21,7 @@ use super::keystore::StoredKey;
 use super::sql::{select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
-use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef};
 use crate::domain::{CoarseRecord, Day, EventId, Milligrams, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
@@ -175,7 +175,7 @@ impl Store {
         let subjects: HashMap<Pseudonym, SubjectKeys> = stored
             .iter()
             .filter(|(_, k)| !erased.contains(&k.key_id))
-            .map(|(p, k)| (*p, self.root.subject_keys(&k.salt, CURRENT_KEY_VERSION)))
+            .map(|(p, k)| (*p, self.sealing_keys(&k.salt)))
             .collect();
         let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
         let consents = self.consent_state(w, tenant, &refs).await?;
@@ -206,7 +206,7 @@ impl Store {
             let aad = RecordAad {
                 record_id: &record_id.0,
                 subject: &keys.ledger_ref,
-                key_version: CURRENT_KEY_VERSION,
+                key_version: keys.key_version,
                 kind: record.kind(),
                 day: record.day().days(),
             };
@@ -239,7 +239,7 @@ impl Store {
                 event_key,
                 fingerprint,
                 record,
-                sealed,
+                (keys.key_version, sealed),
                 &receipt,
                 w.today.start,
             );

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::AnyConnection;
 
 use super::Receipt;
-use crate::crypto::{EventKey, SubjectRef, CURRENT_KEY_VERSION};
+use crate::crypto::{EventKey, SubjectRef};
 use crate::domain::{CoarseRecord, TenantId};
 use crate::store::sql::{insert_rows, Arg};
 use crate::store::{Engine, StoreError};
@@ -18,6 +18,7 @@ struct RecordRow {
     subject: SubjectRef,
     kind: String,
     day: i32,
+    key_version: u32,
     sealed: Vec<u8>,
     created_at: i64,
 }
@@ -42,7 +43,7 @@ impl RecordRow {
             Arg::Blob(self.subject.as_bytes().to_vec()),
             Arg::Text(self.kind),
             Arg::Int(self.day.into()),
-            Arg::Int(CURRENT_KEY_VERSION.into()),
+            Arg::Int(self.key_version.into()),
             Arg::Blob(self.sealed),
             Arg::Int(self.created_at),
         ]
@@ -191,7 +192,8 @@ impl BatchRows {
         event_key: &EventKey,
         fingerprint: [u8; 32],
         record: &CoarseRecord,
-        sealed: Vec<u8>,
+        // The key version and the record sealed under it.
+        (key_version, sealed): (u32, Vec<u8>),
         receipt: &Receipt,
         created_at: i64,
     ) {
@@ -203,6 +205,7 @@ impl BatchRows {
                 subject,
                 kind: kind.clone(),
                 day: day.days(),
+                key_version,
                 sealed,
                 created_at,
             }
