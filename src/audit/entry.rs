@@ -141,6 +141,34 @@ pub enum Action {
     OrphansPurged {
         rows: u64,
     },
+    /// Points were spent: the redemption's random id, the points (positive)
+    /// and the balance left.
+    PointsRedeemed {
+        subject: AuditRef,
+        redemption_id: [u8; 16],
+        points: i64,
+        balance: i64,
+    },
+    /// A redemption was refunded by a reversing entry.
+    PointsRefunded {
+        subject: AuditRef,
+        redemption_id: [u8; 16],
+        points: i64,
+        balance: i64,
+    },
+    /// The sweeper expired unspent points of a platform's accounts (oldest
+    /// first, by the expiry each credit carries): how many accounts, how
+    /// many points in all.
+    PointsExpired {
+        tenant: TenantId,
+        accounts: u32,
+        points: i64,
+    },
+    /// A person's redemptions were read.
+    RedemptionsRead {
+        subject: AuditRef,
+        items: u32,
+    },
 }
 
 impl Action {
@@ -156,6 +184,10 @@ impl Action {
             Action::SubjectErased { .. } => 8,
             Action::KeysReshredded { .. } => 9,
             Action::OrphansPurged { .. } => 10,
+            Action::PointsRedeemed { .. } => 20,
+            Action::PointsRefunded { .. } => 21,
+            Action::PointsExpired { .. } => 22,
+            Action::RedemptionsRead { .. } => 23,
         }
     }
 
@@ -166,7 +198,10 @@ impl Action {
             | Action::SubjectRead { subject, .. }
             | Action::ConsentChanged { subject, .. }
             | Action::WithdrawnDataDeleted { subject, .. }
-            | Action::SubjectErased { subject, .. } => Some(subject),
+            | Action::SubjectErased { subject, .. }
+            | Action::PointsRedeemed { subject, .. }
+            | Action::PointsRefunded { subject, .. }
+            | Action::RedemptionsRead { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -277,6 +312,36 @@ impl AuditEntry {
             }
             Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
             Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
+            Action::PointsRedeemed {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            }
+            | Action::PointsRefunded {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(redemption_id);
+                w.extend_from_slice(&points.to_be_bytes());
+                w.extend_from_slice(&balance.to_be_bytes());
+            }
+            Action::PointsExpired {
+                tenant,
+                accounts,
+                points,
+            } => {
+                w.extend_from_slice(&tenant.get().to_be_bytes());
+                w.extend_from_slice(&accounts.to_be_bytes());
+                w.extend_from_slice(&points.to_be_bytes());
+            }
+            Action::RedemptionsRead { subject, items } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(&items.to_be_bytes());
+            }
         }
         w
     }
@@ -351,6 +416,27 @@ impl AuditEntry {
             },
             9 => Action::KeysReshredded { keys: r.u32()? },
             10 => Action::OrphansPurged { rows: r.u64()? },
+            20 => Action::PointsRedeemed {
+                subject: AuditRef::from_bytes(r.array()?),
+                redemption_id: r.array()?,
+                points: r.i64()?,
+                balance: r.i64()?,
+            },
+            21 => Action::PointsRefunded {
+                subject: AuditRef::from_bytes(r.array()?),
+                redemption_id: r.array()?,
+                points: r.i64()?,
+                balance: r.i64()?,
+            },
+            22 => Action::PointsExpired {
+                tenant: TenantId::new(r.i64()?),
+                accounts: r.u32()?,
+                points: r.i64()?,
+            },
+            23 => Action::RedemptionsRead {
+                subject: AuditRef::from_bytes(r.array()?),
+                items: r.u32()?,
+            },
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
@@ -443,6 +529,42 @@ impl AuditEntry {
             ),
             Action::KeysReshredded { keys } => ("keys_reshredded", json!({"keys": keys})),
             Action::OrphansPurged { rows } => ("orphans_purged", json!({"rows": rows})),
+            Action::PointsRedeemed {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => (
+                "points_redeemed",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "redemption_id": hex::encode(redemption_id),
+                    "points": points, "balance": balance,
+                }),
+            ),
+            Action::PointsRefunded {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => (
+                "points_refunded",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "redemption_id": hex::encode(redemption_id),
+                    "points": points, "balance": balance,
+                }),
+            ),
+            Action::PointsExpired {
+                tenant,
+                accounts,
+                points,
+            } => (
+                "points_expired",
+                json!({"tenant": tenant.get(), "accounts": accounts, "points": points}),
+            ),
+            Action::RedemptionsRead { subject, items } => (
+                "redemptions_read",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "items": items}),
+            ),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -580,6 +702,24 @@ pub(crate) mod tests {
             },
             Action::KeysReshredded { keys: 2 },
             Action::OrphansPurged { rows: 7 },
+            Action::PointsRedeemed {
+                subject,
+                redemption_id: [4; 16],
+                points: 30,
+                balance: 12,
+            },
+            Action::PointsRefunded {
+                subject,
+                redemption_id: [4; 16],
+                points: 30,
+                balance: 42,
+            },
+            Action::PointsExpired {
+                tenant: TenantId::new(2),
+                accounts: 3,
+                points: 90,
+            },
+            Action::RedemptionsRead { subject, items: 2 },
             Action::RetentionSwept(SweepCounts {
                 records: 1,
                 ledger_entries: 2,
