@@ -155,7 +155,11 @@ pub async fn list(
     let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
     let redemptions = state
         .store
-        .redemptions(&caller.access(Purpose::Accounting), &subject, query.limit.unwrap_or(100))
+        .redemptions(
+            &caller.access(Purpose::Accounting),
+            &subject,
+            query.limit.unwrap_or(100),
+        )
         .await?;
     let views: Vec<RedemptionView> = redemptions.iter().map(RedemptionView::from).collect();
     Ok(json(StatusCode::OK, &json!({ "redemptions": views })))

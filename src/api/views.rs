@@ -13,8 +13,7 @@ use crate::domain::{month_label, Day, Methodology, Milligrams};
 use crate::policy::{DataClass, PolicySet, Purpose};
 use crate::store::{
     Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, PointsSummary,
-    RecordId,
-    RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
+    RecordId, RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
 };
 
 pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";

@@ -702,14 +702,15 @@ pub(crate) mod tests {
             },
             Action::KeysReshredded { keys: 2 },
             Action::OrphansPurged { rows: 7 },
+            // Another person: the first is erased above.
             Action::PointsRedeemed {
-                subject,
+                subject: AuditRef::from_bytes([6; 16]),
                 redemption_id: [4; 16],
                 points: 30,
                 balance: 12,
             },
             Action::PointsRefunded {
-                subject,
+                subject: AuditRef::from_bytes([6; 16]),
                 redemption_id: [4; 16],
                 points: 30,
                 balance: 42,
@@ -719,7 +720,10 @@ pub(crate) mod tests {
                 accounts: 3,
                 points: 90,
             },
-            Action::RedemptionsRead { subject, items: 2 },
+            Action::RedemptionsRead {
+                subject: AuditRef::from_bytes([6; 16]),
+                items: 2,
+            },
             Action::RetentionSwept(SweepCounts {
                 records: 1,
                 ledger_entries: 2,

@@ -43,7 +43,10 @@ impl ExpiryPolicy {
         let months = self.months?;
         let d = earned.date();
         let index = d.year() * 12 + (d.month() as i32 - 1) + months as i32;
-        let (year, month) = (index.div_euclid(12), Month::try_from((index.rem_euclid(12) + 1) as u8).ok()?);
+        let (year, month) = (
+            index.div_euclid(12),
+            Month::try_from((index.rem_euclid(12) + 1) as u8).ok()?,
+        );
         // The 31st plus one month is the last day of the shorter month.
         let day = d.day().min(month.length(year));
         Date::from_calendar_date(year, month, day).ok().map(Day::from_date)

@@ -19,7 +19,14 @@ use crate::helpers::{batch, event, Backend, TestApp};
 /// Posts `rides` bus rides (10 points each) for `subject`, enrolled.
 async fn earn(app: &TestApp, subject: &str, tag: &str, rides: usize) {
     let events: Vec<Value> = (0..rides)
-        .map(|i| event(&format!("{subject}-{tag}-{i}"), subject, "transit_ride", json!({"mode": "bus"})))
+        .map(|i| {
+            event(
+                &format!("{subject}-{tag}-{i}"),
+                subject,
+                "transit_ride",
+                json!({"mode": "bus"}),
+            )
+        })
         .collect();
     let (status, body) = app.post_enrolled(&batch(events)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -82,7 +89,10 @@ async fn redemptions_are_idempotent_consented_and_refunded_by_reversal(app: Test
     let body = json!({"points": 10, "reference": "A-1", "description": "coffee voucher"});
     let (status, first) = redeem(&app, "alice", body.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    assert_eq!((first["balance_after"].as_i64(), first["status"].as_str()), (Some(20), Some("redeemed")));
+    assert_eq!(
+        (first["balance_after"].as_i64(), first["status"].as_str()),
+        (Some(20), Some("redeemed"))
+    );
     // A retry: the original receipt, nothing spent twice.
     let (status, again) = redeem(&app, "alice", body).await;
     assert_eq!(status, StatusCode::OK);
@@ -97,11 +107,20 @@ async fn redemptions_are_idempotent_consented_and_refunded_by_reversal(app: Test
     assert_eq!(problem["type"], "urn:carbon-ledger:problem:insufficient-points");
     // Malformed requests.
     let (status, problem) = redeem(&app, "alice", json!({"points": 0, "reference": "A-3"})).await;
-    assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/points")));
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("/points"))
+    );
     let (status, problem) = redeem(&app, "alice", json!({"points": 1, "reference": "A-3", "user": "x"})).await;
-    assert_eq!(problem["type"], "urn:carbon-ledger:problem:field-not-collected", "{status}");
+    assert_eq!(
+        problem["type"], "urn:carbon-ledger:problem:field-not-collected",
+        "{status}"
+    );
     let points_now = points(&app, "alice").await;
-    assert_eq!((points_now["balance"].as_i64(), points_now["spent"].as_i64()), (Some(20), Some(10)));
+    assert_eq!(
+        (points_now["balance"].as_i64(), points_now["spent"].as_i64()),
+        (Some(20), Some(10))
+    );
 
     // Refund: a reversing line, idempotent.
     let (status, refunded) = refund(&app, "alice", "A-1").await;
@@ -113,13 +132,19 @@ async fn redemptions_are_idempotent_consented_and_refunded_by_reversal(app: Test
     let (status, _) = refund(&app, "alice", "no-such").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let p = points(&app, "alice").await;
-    assert_eq!((p["balance"].as_i64(), p["earned"].as_i64(), p["spent"].as_i64()), (Some(30), Some(30), Some(0)));
+    assert_eq!(
+        (p["balance"].as_i64(), p["earned"].as_i64(), p["spent"].as_i64()),
+        (Some(30), Some(30), Some(0))
+    );
 
     let (status, listed) = app.get("/v1/subjects/alice/redemptions").await;
     assert_eq!(status, StatusCode::OK);
     let listed = listed["redemptions"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0]["reference"].as_str(), listed[0]["description"].as_str()), (Some("A-1"), Some("coffee voucher")));
+    assert_eq!(
+        (listed[0]["reference"].as_str(), listed[0]["description"].as_str()),
+        (Some("A-1"), Some("coffee voucher"))
+    );
     assert_eq!(listed[0]["status"], "refunded");
 
     // The ledger only grew: three earnings, the redemption, its reversal.
@@ -139,16 +164,26 @@ async fn redemptions_are_idempotent_consented_and_refunded_by_reversal(app: Test
             ..
         }
     ));
-    assert!(entries
-        .iter()
-        .any(|e| matches!(e.action, Action::PointsRefunded { points: 10, balance: 30, .. })));
+    assert!(entries.iter().any(|e| matches!(
+        e.action,
+        Action::PointsRefunded {
+            points: 10,
+            balance: 30,
+            ..
+        }
+    )));
     assert!(app.store.verify_audit(&[]).await.unwrap().is_ok());
 
     // Auditors never touch points.
     let auditor = app.add_tenant("auditor", Role::Auditor).await;
     let url = app.url("/v1/subjects/alice/redemptions");
     let (status, _) = app
-        .send(app.client.post(url).bearer_auth(&auditor).json(&json!({"points": 1, "reference": "x"})))
+        .send(
+            app.client
+                .post(url)
+                .bearer_auth(&auditor)
+                .json(&json!({"points": 1, "reference": "x"})),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
@@ -163,7 +198,14 @@ async fn concurrent_redemptions_never_overspend(app: TestApp) {
             let (client, url, key) = (app.client.clone(), url.clone(), app.key.clone());
             tokio::spawn(async move {
                 let body = json!({"points": 7, "reference": format!("c-{i}")});
-                client.post(url).bearer_auth(key).json(&body).send().await.unwrap().status()
+                client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             })
         })
         .collect();
@@ -218,8 +260,14 @@ async fn report_cells_need_enough_people(app: TestApp) {
     assert_eq!(report["min_cell_people"], 5);
     let cells = report["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 1, "{report}");
-    assert_eq!((cells[0]["kind"].as_str(), cells[0]["events"].as_i64()), (Some("clean_plate"), Some(5)));
-    assert_eq!(report["suppressed"][0]["events"], 10, "one person's ten rides: {report}");
+    assert_eq!(
+        (cells[0]["kind"].as_str(), cells[0]["events"].as_i64()),
+        (Some("clean_plate"), Some(5))
+    );
+    assert_eq!(
+        report["suppressed"][0]["events"], 10,
+        "one person's ten rides: {report}"
+    );
 }
 
 on_both_engines!(
@@ -239,7 +287,11 @@ fn expiring_policies() -> PolicySet {
         std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
     }
     let points = std::fs::read_to_string(shipped.join("points.toml")).unwrap();
-    std::fs::write(dir.path().join("points.toml"), format!("{points}\n[platforms.luzhou]\ndays = 10\n")).unwrap();
+    std::fs::write(
+        dir.path().join("points.toml"),
+        format!("{points}\n[platforms.luzhou]\ndays = 10\n"),
+    )
+    .unwrap();
     PolicySet::load(Some(dir.path())).unwrap()
 }
 
@@ -248,7 +300,11 @@ async fn points_expire_oldest_first_with_notice(app: TestApp) {
     let (status, _) = redeem(&app, "fay", json!({"points": 5, "reference": "f-1"})).await;
     assert_eq!(status, StatusCode::CREATED);
     let p = points(&app, "fay").await;
-    assert_eq!(p["expiring"], json!([{"date": day_from_now(&app, 10), "points": 25}]), "{p}");
+    assert_eq!(
+        p["expiring"],
+        json!([{"date": day_from_now(&app, 10), "points": 25}]),
+        "{p}"
+    );
 
     // Five days on, more points, expiring later.
     app.clock.advance(Duration::days(5));
@@ -263,14 +319,27 @@ async fn points_expire_oldest_first_with_notice(app: TestApp) {
     // Past the first expiry: invisible at once, written by the sweeper.
     app.clock.advance(Duration::days(6));
     let p = points(&app, "fay").await;
-    assert_eq!((p["balance"].as_i64(), p["expired"].as_i64()), (Some(20), Some(25)), "{p}");
+    assert_eq!(
+        (p["balance"].as_i64(), p["expired"].as_i64()),
+        (Some(20), Some(25)),
+        "{p}"
+    );
     let (status, problem) = redeem(&app, "fay", json!({"points": 21, "reference": "f-2"})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "expired points cannot be spent: {problem}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "expired points cannot be spent: {problem}"
+    );
     app.store.sweep_retention().await.unwrap();
     app.store.sweep_retention().await.unwrap();
     let p = points(&app, "fay").await;
     assert_eq!(
-        (p["balance"].as_i64(), p["earned"].as_i64(), p["spent"].as_i64(), p["expired"].as_i64()),
+        (
+            p["balance"].as_i64(),
+            p["earned"].as_i64(),
+            p["spent"].as_i64(),
+            p["expired"].as_i64()
+        ),
         (Some(20), Some(50), Some(5), Some(25)),
         "{p}"
     );

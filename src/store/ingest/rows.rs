@@ -155,7 +155,15 @@ struct TotalsRow {
 
 impl TotalsRow {
     const TABLE: &str = "reduction_totals";
-    const COLUMNS: [&str; 7] = ["tenant_id", "kind", "month", "events", "reduction_mg", "points", "people"];
+    const COLUMNS: [&str; 7] = [
+        "tenant_id",
+        "kind",
+        "month",
+        "events",
+        "reduction_mg",
+        "points",
+        "people",
+    ];
     const ADD_TO_STORED: &str = "ON CONFLICT (tenant_id, kind, month) DO UPDATE SET \
          events = reduction_totals.events + excluded.events, \
          reduction_mg = reduction_totals.reduction_mg + excluded.reduction_mg, \
@@ -331,8 +339,8 @@ async fn known_in_cells(
         use sqlx::Row;
         let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
             .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-        let month = i32::try_from(row.try_get::<i64, _>(2)?)
-            .map_err(|_| StoreError::Corrupt("month out of range".into()))?;
+        let month =
+            i32::try_from(row.try_get::<i64, _>(2)?).map_err(|_| StoreError::Corrupt("month out of range".into()))?;
         known.insert((subject, row.try_get::<String, _>(1)?, month));
     }
     Ok(known)

@@ -86,7 +86,14 @@ impl Store {
                     w.rollback().await?;
                     continue;
                 }
-                w.append(None, Action::PointsExpired { tenant, accounts, points });
+                w.append(
+                    None,
+                    Action::PointsExpired {
+                        tenant,
+                        accounts,
+                        points,
+                    },
+                );
                 w.commit().await?;
                 counts.accounts += u64::from(accounts);
                 counts.points += points;

@@ -121,7 +121,11 @@ fn line_values(tenant: TenantId, subject: &SubjectRef, line: &NewLine, balance: 
 }
 
 /// The subject's balance: the last line's.
-pub(super) async fn balance(conn: &mut AnyConnection, tenant: TenantId, subject: &SubjectRef) -> Result<i64, StoreError> {
+pub(super) async fn balance(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    subject: &SubjectRef,
+) -> Result<i64, StoreError> {
     let balance: Option<i64> = sqlx::query_scalar(
         "SELECT balance FROM points_entries WHERE tenant_id = $1 AND subject = $2 ORDER BY id DESC LIMIT 1",
     )

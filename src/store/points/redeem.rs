@@ -65,7 +65,11 @@ pub enum RedemptionStatus {
     Redeemed,
     /// Reversed by a refund line on `on`, recorded by audit entry
     /// `audit_seq`, leaving `balance`.
-    Refunded { on: Day, audit_seq: u64, balance: i64 },
+    Refunded {
+        on: Day,
+        audit_seq: u64,
+        balance: i64,
+    },
 }
 
 /// A redemption as stored, opened.
@@ -150,12 +154,11 @@ impl RedemptionRow {
 
 /// The refund of a redemption, if there is one.
 async fn refund_of(conn: &mut AnyConnection, redemption_id: &[u8]) -> Result<RedemptionStatus, StoreError> {
-    let row = sqlx::query(
-        "SELECT day, audit_seq, balance FROM points_entries WHERE redemption_id = $1 AND entry = 'refund'",
-    )
-    .bind(redemption_id.to_vec())
-    .fetch_optional(conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT day, audit_seq, balance FROM points_entries WHERE redemption_id = $1 AND entry = 'refund'")
+            .bind(redemption_id.to_vec())
+            .fetch_optional(conn)
+            .await?;
     let Some(row) = row else {
         return Ok(RedemptionStatus::Redeemed);
     };
@@ -213,15 +216,13 @@ impl Store {
     ) -> Result<Option<RedemptionRow>, StoreError> {
         let key = self.pseudonyms.redemption_key(&tx.ledger_ref(), reference);
         let tenant = tx.tenant().get();
-        Ok(
-            sqlx::query_as::<_, RedemptionRow>(&format!(
-                "{SELECT_REDEMPTION} WHERE r.tenant_id = $1 AND r.reference_key = $2"
-            ))
-            .bind(tenant)
-            .bind(key.to_vec())
-            .fetch_optional(tx.conn())
-            .await?,
-        )
+        Ok(sqlx::query_as::<_, RedemptionRow>(&format!(
+            "{SELECT_REDEMPTION} WHERE r.tenant_id = $1 AND r.reference_key = $2"
+        ))
+        .bind(tenant)
+        .bind(key.to_vec())
+        .fetch_optional(tx.conn())
+        .await?)
     }
 
     /// Spends `request.points` of the subject's balance. A retry with the
@@ -352,7 +353,12 @@ impl Store {
     /// Refunds the redemption with `reference` by a reversing line (never
     /// an edit). A retry returns the same refund. Refunds need no consent:
     /// they give back what the person had.
-    pub async fn refund(&self, access: &Access, subject: &SubjectId, reference: &str) -> Result<Redemption, StoreError> {
+    pub async fn refund(
+        &self,
+        access: &Access,
+        subject: &SubjectId,
+        reference: &str,
+    ) -> Result<Redemption, StoreError> {
         valid_reference(reference)?;
         let op = async |tx: &mut SubjectTx<'_>| {
             let (tenant, subject_ref, audit_ref, today) = (tx.tenant(), tx.ledger_ref(), tx.audit_ref(), tx.today());
