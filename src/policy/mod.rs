@@ -271,6 +271,24 @@ mod tests {
     }
 
     #[test]
+    fn points_expiry_is_at_most_ten_years() {
+        let err = refusal("points.toml", "[default]", "[default]\nmonths = 121");
+        assert!(
+            err.contains("points.toml") && err.contains("at most ten years"),
+            "{err}"
+        );
+        let dir = shipped_copy();
+        edit(dir.path(), "points.toml", "[default]", "[default]\nmonths = 120");
+        let loaded = PolicySet::load(Some(dir.path())).unwrap();
+        assert!(loaded.points.any_expiry());
+        assert_ne!(
+            loaded.digest,
+            PolicySet::load(None).unwrap().digest,
+            "the digest covers points.toml"
+        );
+    }
+
+    #[test]
     fn roles_map_to_permissions() {
         let p = PolicySet::load(None).unwrap();
         assert!(p.access.allows(Role::Platform, Permission::RecordEvents));

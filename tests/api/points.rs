@@ -147,6 +147,13 @@ async fn redemptions_are_idempotent_consented_and_refunded_by_reversal(app: Test
     );
     assert_eq!(listed[0]["status"], "refunded");
 
+    // The export holds them too.
+    let (status, export) = app.get("/v1/subjects/alice/export").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(export["points"]["summary"]["balance"], 30, "{export}");
+    assert_eq!(export["points"]["redemptions"][0]["reference"], "A-1");
+    assert_eq!(export["points"]["redemptions"][0]["refund"]["balance_after"], 30);
+
     // The ledger only grew: three earnings, the redemption, its reversal.
     assert_eq!(reconcile(&app).await, ["earn", "earn", "earn", "redeem", "refund"]);
     // Both are in the audit log, with the balance they left.

@@ -108,6 +108,7 @@ fn aad<'a>(redemption_id: &'a [u8; 16], keys: &'a SubjectKeys, day: Day) -> Reco
 
 #[derive(sqlx::FromRow)]
 struct RedemptionRow {
+    line_id: i64,
     redemption_id: Vec<u8>,
     content_hash: Vec<u8>,
     points: i64,
@@ -118,7 +119,8 @@ struct RedemptionRow {
     balance: i64,
 }
 
-const SELECT_REDEMPTION: &str = "SELECT r.redemption_id, r.content_hash, r.points, r.day, r.key_version, r.sealed, \
+const SELECT_REDEMPTION: &str =
+    "SELECT p.id AS line_id, r.redemption_id, r.content_hash, r.points, r.day, r.key_version, r.sealed, \
      r.audit_seq, p.balance FROM redemptions r JOIN points_entries p \
      ON p.redemption_id = r.redemption_id AND p.entry = 'redeem'";
 
@@ -170,6 +172,34 @@ async fn refund_of(conn: &mut AnyConnection, redemption_id: &[u8]) -> Result<Red
             .ok_or_else(|| corrupt("a refund line has no audit entry"))?,
         balance,
     })
+}
+
+/// Up to `limit` of the subject's redemptions after the one whose line is
+/// `after`, oldest first, opened; and the last one's line, where the next
+/// page starts.
+pub(in crate::store) async fn redemption_page(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    keys: &SubjectKeys,
+    after: i64,
+    limit: u32,
+) -> Result<(Vec<Redemption>, Option<i64>), StoreError> {
+    let rows = sqlx::query_as::<_, RedemptionRow>(&format!(
+        "{SELECT_REDEMPTION} WHERE r.tenant_id = $1 AND r.subject = $2 AND p.id > $3 ORDER BY p.id LIMIT $4"
+    ))
+    .bind(tenant.get())
+    .bind(keys.ledger_ref.as_bytes().to_vec())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    let last = rows.last().map(|r| r.line_id);
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let status = refund_of(conn, &row.redemption_id).await?;
+        out.push(row.open(keys, status)?);
+    }
+    Ok((out, last))
 }
 
 /// Whether the subject consents to `rewards` under the current notice.
