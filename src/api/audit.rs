@@ -139,9 +139,11 @@ pub async fn reductions(
         Some(s) => parse_month(&s).ok_or_else(|| ApiError::Malformed(format!("{name} must be a month as YYYY-MM"))),
     };
     let (from, to) = (month(q.from, 0, "from")?, month(q.to, 999_912, "to")?);
+    // The reconciliation accounting owes auditors, not statistics beyond
+    // it: every recorded behaviour counts (docs/points.md).
     let report = state
         .store
-        .reductions(&caller.access(Purpose::Statistics), from, to)
+        .reductions(&caller.access(Purpose::Accounting), from, to)
         .await?;
     Ok(json(StatusCode::OK, &ReportView::from(&report)))
 }

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 
 use super::detach::Slot;
 use super::extract::{Caller, Subject};
+use super::points::RedemptionView;
 use super::views::export::{ConsentEventView, Controller, Factors, LedgerLineView, Processing, RecordWithFactor};
-use super::views::{ConsentView, RecordView, EXPORT_FORMAT};
+use super::views::{ConsentView, PointsView, RecordView, EXPORT_FORMAT};
 use super::{ApiError, AppState};
 use crate::store::{ExportSession, Purpose, Store, StoreError};
 
@@ -226,6 +227,23 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
                 pages.push(b",");
             }
             pages.json(&LedgerLineView::from(line))?;
+        }
+        pages.flush().await?;
+    }
+    pages.push(b"]},\"points\":{\"summary\":");
+    pages.json(&PointsView::from(&session.header.points))?;
+    pages.push(b",\"redemptions\":[");
+    let mut first = true;
+    loop {
+        let redemptions = session.next_redemptions().await?;
+        if redemptions.is_empty() {
+            break;
+        }
+        for redemption in &redemptions {
+            if !std::mem::take(&mut first) {
+                pages.push(b",");
+            }
+            pages.json(&RedemptionView::from(redemption))?;
         }
         pages.flush().await?;
     }

@@ -8,6 +8,7 @@ mod events;
 mod export;
 mod extract;
 mod meta;
+mod points;
 pub mod problem;
 mod subjects;
 mod views;
@@ -59,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subjects/{id}", delete(subjects::erase))
         .route("/v1/subjects/{id}/records", get(subjects::records))
         .route("/v1/subjects/{id}/export", get(export::export))
+        .route("/v1/subjects/{id}/redemptions", post(points::redeem).get(points::list))
+        .route("/v1/subjects/{id}/redemptions/{reference}/refund", post(points::refund))
         .route("/v1/subjects/{id}/consents", get(consents::list))
         .route(
             "/v1/subjects/{id}/consents/{purpose}",

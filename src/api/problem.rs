@@ -131,6 +131,31 @@ impl ApiError {
                 StoreError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
                 StoreError::SubjectNotFound => Problem::new(S::NOT_FOUND, "subject-not-found", "Subject not found", "no data is held on this subject for this platform"),
                 StoreError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
+                StoreError::ConsentRequired(purpose) => Problem::new(
+                    S::FORBIDDEN,
+                    "consent-required",
+                    "Consent required",
+                    format!(
+                        "the person has not consented to purpose {purpose} under the current notice; \
+                         record their consent with PUT /v1/subjects/{{id}}/consents/{purpose}"
+                    ),
+                ),
+                StoreError::InsufficientPoints { .. } => {
+                    Problem::new(S::CONFLICT, "insufficient-points", "Insufficient points", e.to_string())
+                }
+                StoreError::ReferenceReused => Problem::new(
+                    S::CONFLICT,
+                    "redemption-reference-reused",
+                    "Redemption reference reused",
+                    "this reference was used for a redemption with other points or description; \
+                     a retry must repeat the original request",
+                ),
+                StoreError::RedemptionNotFound => Problem::new(
+                    S::NOT_FOUND,
+                    "redemption-not-found",
+                    "Redemption not found",
+                    "no redemption with this reference is held on this subject for this platform",
+                ),
                 StoreError::StaleNotice { .. } => {
                     Problem::new(S::CONFLICT, "stale-notice", "Notice version is not current", e.to_string())
                 }

@@ -12,8 +12,8 @@ use crate::audit::ErasureCounts;
 use crate::domain::{month_label, Day, Methodology, Milligrams};
 use crate::policy::{DataClass, PolicySet, Purpose};
 use crate::store::{
-    Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, RecordId,
-    RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
+    Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, PointsSummary,
+    RecordId, RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
 };
 
 pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";
@@ -43,6 +43,7 @@ pub struct AccountView {
     events: i64,
     reduction_g: Milligrams,
     points_balance: i64,
+    points: PointsView,
     by_kind: Vec<TotalView>,
     by_month: Vec<TotalView>,
 }
@@ -53,11 +54,49 @@ impl From<&Account> for AccountView {
             events: a.events,
             reduction_g: a.reduction,
             points_balance: a.points_balance,
+            points: PointsView::from(&a.points),
             by_kind: a.by_kind.iter().map(|(k, t)| TotalView::new(k.clone(), t)).collect(),
             by_month: a
                 .by_month
                 .iter()
                 .map(|(m, t)| TotalView::new(month_label(*m), t))
+                .collect(),
+        }
+    }
+}
+
+/// The points part of the account.
+#[derive(Serialize)]
+pub struct PointsView {
+    balance: i64,
+    earned: i64,
+    spent: i64,
+    expired: i64,
+    /// What expires on which day (the first day it is no longer
+    /// spendable), within the notice period.
+    expiring: Vec<ExpiringView>,
+}
+
+#[derive(Serialize)]
+struct ExpiringView {
+    date: String,
+    points: i64,
+}
+
+impl From<&PointsSummary> for PointsView {
+    fn from(p: &PointsSummary) -> Self {
+        Self {
+            balance: p.balance,
+            earned: p.earned,
+            spent: p.spent,
+            expired: p.expired,
+            expiring: p
+                .expiring
+                .iter()
+                .map(|e| ExpiringView {
+                    date: e.on.to_string(),
+                    points: e.points,
+                })
                 .collect(),
         }
     }
@@ -242,7 +281,7 @@ struct SuppressedView {
 
 #[derive(Serialize)]
 pub struct ReportView {
-    min_cell_events: i64,
+    min_cell_people: i64,
     cells: Vec<ReportCellView>,
     suppressed: Vec<SuppressedView>,
 }
@@ -250,7 +289,7 @@ pub struct ReportView {
 impl From<&ReductionReport> for ReportView {
     fn from(r: &ReductionReport) -> Self {
         Self {
-            min_cell_events: r.min_cell_events,
+            min_cell_people: r.min_cell_people,
             cells: r
                 .cells
                 .iter()

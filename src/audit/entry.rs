@@ -162,6 +162,34 @@ pub enum Action {
     TenantKeyRotated {
         tenant: TenantId,
     },
+    /// Points were spent: the redemption's random id, the points (positive)
+    /// and the balance left.
+    PointsRedeemed {
+        subject: AuditRef,
+        redemption_id: [u8; 16],
+        points: i64,
+        balance: i64,
+    },
+    /// A redemption was refunded by a reversing entry.
+    PointsRefunded {
+        subject: AuditRef,
+        redemption_id: [u8; 16],
+        points: i64,
+        balance: i64,
+    },
+    /// The sweeper expired unspent points of a platform's accounts (oldest
+    /// first, by the expiry each credit carries): how many accounts, how
+    /// many points in all.
+    PointsExpired {
+        tenant: TenantId,
+        accounts: u32,
+        points: i64,
+    },
+    /// A person's redemptions were read.
+    RedemptionsRead {
+        subject: AuditRef,
+        items: u32,
+    },
 }
 
 impl Action {
@@ -181,6 +209,10 @@ impl Action {
             Action::RecordsResealed { .. } => 12,
             Action::RootKeyRetired { .. } => 13,
             Action::TenantKeyRotated { .. } => 14,
+            Action::PointsRedeemed { .. } => 20,
+            Action::PointsRefunded { .. } => 21,
+            Action::PointsExpired { .. } => 22,
+            Action::RedemptionsRead { .. } => 23,
         }
     }
 
@@ -191,7 +223,10 @@ impl Action {
             | Action::SubjectRead { subject, .. }
             | Action::ConsentChanged { subject, .. }
             | Action::WithdrawnDataDeleted { subject, .. }
-            | Action::SubjectErased { subject, .. } => Some(subject),
+            | Action::SubjectErased { subject, .. }
+            | Action::PointsRedeemed { subject, .. }
+            | Action::PointsRefunded { subject, .. }
+            | Action::RedemptionsRead { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -312,6 +347,36 @@ impl AuditEntry {
             }
             Action::RootKeyRetired { version } => w.extend_from_slice(&version.to_be_bytes()),
             Action::TenantKeyRotated { tenant } => w.extend_from_slice(&tenant.get().to_be_bytes()),
+            Action::PointsRedeemed {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            }
+            | Action::PointsRefunded {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(redemption_id);
+                w.extend_from_slice(&points.to_be_bytes());
+                w.extend_from_slice(&balance.to_be_bytes());
+            }
+            Action::PointsExpired {
+                tenant,
+                accounts,
+                points,
+            } => {
+                w.extend_from_slice(&tenant.get().to_be_bytes());
+                w.extend_from_slice(&accounts.to_be_bytes());
+                w.extend_from_slice(&points.to_be_bytes());
+            }
+            Action::RedemptionsRead { subject, items } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(&items.to_be_bytes());
+            }
         }
         w
     }
@@ -397,6 +462,27 @@ impl AuditEntry {
             13 => Action::RootKeyRetired { version: r.u32()? },
             14 => Action::TenantKeyRotated {
                 tenant: TenantId::new(r.i64()?),
+            },
+            20 => Action::PointsRedeemed {
+                subject: AuditRef::from_bytes(r.array()?),
+                redemption_id: r.array()?,
+                points: r.i64()?,
+                balance: r.i64()?,
+            },
+            21 => Action::PointsRefunded {
+                subject: AuditRef::from_bytes(r.array()?),
+                redemption_id: r.array()?,
+                points: r.i64()?,
+                balance: r.i64()?,
+            },
+            22 => Action::PointsExpired {
+                tenant: TenantId::new(r.i64()?),
+                accounts: r.u32()?,
+                points: r.i64()?,
+            },
+            23 => Action::RedemptionsRead {
+                subject: AuditRef::from_bytes(r.array()?),
+                items: r.u32()?,
             },
             _ => return Err(DecodeError("unknown action tag")),
         };
@@ -499,6 +585,42 @@ impl AuditEntry {
             }
             Action::RootKeyRetired { version } => ("root_key_retired", json!({"version": version})),
             Action::TenantKeyRotated { tenant } => ("tenant_key_rotated", json!({"tenant": tenant.get()})),
+            Action::PointsRedeemed {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => (
+                "points_redeemed",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "redemption_id": hex::encode(redemption_id),
+                    "points": points, "balance": balance,
+                }),
+            ),
+            Action::PointsRefunded {
+                subject,
+                redemption_id,
+                points,
+                balance,
+            } => (
+                "points_refunded",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "redemption_id": hex::encode(redemption_id),
+                    "points": points, "balance": balance,
+                }),
+            ),
+            Action::PointsExpired {
+                tenant,
+                accounts,
+                points,
+            } => (
+                "points_expired",
+                json!({"tenant": tenant.get(), "accounts": accounts, "points": points}),
+            ),
+            Action::RedemptionsRead { subject, items } => (
+                "redemptions_read",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "items": items}),
+            ),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -647,6 +769,28 @@ pub(crate) mod tests {
             Action::RootKeyRetired { version: 1 },
             Action::TenantKeyRotated {
                 tenant: TenantId::new(3),
+            },
+            // Another person: the first is erased above.
+            Action::PointsRedeemed {
+                subject: AuditRef::from_bytes([6; 16]),
+                redemption_id: [4; 16],
+                points: 30,
+                balance: 12,
+            },
+            Action::PointsRefunded {
+                subject: AuditRef::from_bytes([6; 16]),
+                redemption_id: [4; 16],
+                points: 30,
+                balance: 42,
+            },
+            Action::PointsExpired {
+                tenant: TenantId::new(2),
+                accounts: 3,
+                points: 90,
+            },
+            Action::RedemptionsRead {
+                subject: AuditRef::from_bytes([6; 16]),
+                items: 2,
             },
             Action::RetentionSwept(SweepCounts {
                 records: 1,

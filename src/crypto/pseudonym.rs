@@ -56,6 +56,29 @@ impl PseudonymKey {
     pub fn event_key(&self, tenant: TenantId, event: &EventId) -> EventKey {
         EventKey(self.hash(b"event", tenant, event.as_str()))
     }
+
+    /// The lookup key of a platform's redemption reference for one subject:
+    /// references are the platform's free text, so only this keyed hash is
+    /// stored in clear (the reference itself is sealed).
+    pub fn redemption_key(&self, subject: &SubjectRef, reference: &str) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(b"\x0aredemption");
+        hasher.update(subject.as_bytes());
+        hasher.update(reference.as_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
+    /// A keyed fingerprint of a redemption's content (points and
+    /// description), so a reused reference with other content is told
+    /// apart from a retry.
+    pub fn redemption_fingerprint(&self, subject: &SubjectRef, points: i64, description: &str) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(b"\x16redemption-fingerprint");
+        hasher.update(subject.as_bytes());
+        hasher.update(&points.to_be_bytes());
+        hasher.update(description.as_bytes());
+        *hasher.finalize().as_bytes()
+    }
 }
 
 /// A subject's per-tenant pseudonym: keyed BLAKE3 of the external id.

@@ -21,6 +21,9 @@ pub enum Permission {
     ExportSubjects,
     #[serde(rename = "subjects.erase")]
     EraseSubjects,
+    /// Redeem and refund a person's points.
+    #[serde(rename = "points.redeem")]
+    RedeemPoints,
     /// Every audit entry, checkpoints and proofs.
     #[serde(rename = "audit.read")]
     ReadAudit,
@@ -46,6 +49,7 @@ impl Permission {
                 | Permission::ManageConsents
                 | Permission::ExportSubjects
                 | Permission::EraseSubjects
+                | Permission::RedeemPoints
         )
     }
 
@@ -57,6 +61,7 @@ impl Permission {
             Permission::ManageConsents => "grant or withdraw consents",
             Permission::ExportSubjects => "export a person's data",
             Permission::EraseSubjects => "erase a person's data",
+            Permission::RedeemPoints => "redeem or refund points",
             Permission::ReadAudit | Permission::ReadOwnAudit => "read the audit log",
             Permission::ReadReports | Permission::ReadOwnReports => "read reduction reports",
         }

@@ -5,6 +5,7 @@
 
 mod access;
 mod consent;
+mod points;
 mod retention;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 pub use access::{AccessPolicy, Permission, RolePolicy};
 pub use consent::{ConsentPolicy, Purpose, PurposePolicy};
+pub use points::{ExpiryPolicy, PointsPolicy, MAX_EXPIRY_DAYS, MAX_EXPIRY_MONTHS};
 pub use retention::{ClassPolicy, DataClass, RetentionPolicy};
 
 use crate::domain::Methodology;
@@ -23,12 +25,19 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("access.toml", include_str!("../../policies/access.toml")),
     ("consent.toml", include_str!("../../policies/consent.toml")),
     ("methodology.toml", include_str!("../../policies/methodology.toml")),
+    ("points.toml", include_str!("../../policies/points.toml")),
     ("retention.toml", include_str!("../../policies/retention.toml")),
 ];
 
 /// The policy files this version knows. Any other `.toml` in the directory is
 /// refused rather than silently ignored.
-const KNOWN_FILES: &[&str] = &["access.toml", "consent.toml", "methodology.toml", "retention.toml"];
+const KNOWN_FILES: &[&str] = &[
+    "access.toml",
+    "consent.toml",
+    "methodology.toml",
+    "points.toml",
+    "retention.toml",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -65,6 +74,7 @@ pub struct PolicySet {
     pub consent: ConsentPolicy,
     pub retention: RetentionPolicy,
     pub access: AccessPolicy,
+    pub points: PointsPolicy,
     /// The methodology file's text, kept so each version's exact rules can be
     /// stored beside the records computed under them.
     pub methodology_text: String,
@@ -102,6 +112,7 @@ impl PolicySet {
         let consent = ConsentPolicy::from_toml(&text("consent.toml")?).map_err(invalid("consent.toml"))?;
         let retention = RetentionPolicy::from_toml(&text("retention.toml")?).map_err(invalid("retention.toml"))?;
         let access = AccessPolicy::from_toml(&text("access.toml")?).map_err(invalid("access.toml"))?;
+        let points = PointsPolicy::from_toml(&text("points.toml")?).map_err(invalid("points.toml"))?;
 
         for (purpose, p) in &consent.purposes {
             if !DataClass::ALL.iter().any(|c| c.as_str() == p.retention) {
@@ -124,6 +135,7 @@ impl PolicySet {
             consent,
             retention,
             access,
+            points,
             methodology_text,
             digest: digest(&files),
             source,
@@ -256,6 +268,24 @@ mod tests {
         );
         assert!(err.contains("auditors never see personal data"), "{err}");
         assert!(refusal("access.toml", "\"events.record\"", "\"events.delete\"").contains("access.toml"));
+    }
+
+    #[test]
+    fn points_expiry_is_at_most_ten_years() {
+        let err = refusal("points.toml", "[default]", "[default]\nmonths = 121");
+        assert!(
+            err.contains("points.toml") && err.contains("at most ten years"),
+            "{err}"
+        );
+        let dir = shipped_copy();
+        edit(dir.path(), "points.toml", "[default]", "[default]\nmonths = 120");
+        let loaded = PolicySet::load(Some(dir.path())).unwrap();
+        assert!(loaded.points.any_expiry());
+        assert_ne!(
+            loaded.digest,
+            PolicySet::load(None).unwrap().digest,
+            "the digest covers points.toml"
+        );
     }
 
     #[test]

@@ -80,6 +80,17 @@ impl SubjectTx<'_> {
     pub(super) fn today(&self) -> Today {
         self.w.today
     }
+
+    /// The sequence number the first audit entry the operation hands back
+    /// will get (entries are appended in the order handed back).
+    pub(super) fn next_audit_seq(&self) -> u64 {
+        self.w.appender_seq() + 1
+    }
+
+    /// The database engine, for statements that differ.
+    pub(super) fn engine(&self) -> super::Engine {
+        self.w.engine
+    }
 }
 
 /// An operation's result with the audit entries that record it, in order.

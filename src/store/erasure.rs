@@ -26,13 +26,21 @@ enum KeyType {
 /// The tables holding rows about a subject (by their `subject` column),
 /// each with the column that tells one subject's rows apart, for purging in
 /// bounded chunks.
-const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 5] = [
+const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 7] = [
     ("records", "record_id", KeyType::Blob),
     ("ledger_entries", "id", KeyType::Int),
     ("idempotency_keys", "event_key", KeyType::Blob),
     ("consents", "purpose", KeyType::Text),
     ("consent_history", "id", KeyType::Int),
+    // The points ledger and redemptions: counted with the ledger entries
+    // in the erasure's audit entry (see `POINTS_TABLES`).
+    ("points_entries", "id", KeyType::Int),
+    ("redemptions", "redemption_id", KeyType::Blob),
 ];
+
+/// How many of `SUBJECT_TABLE_KEYS`, from the end, the erasure counts as
+/// ledger entries: the audit entry's counts predate the points ledger.
+const POINTS_TABLES: usize = 2;
 
 /// Rows deleted per purge transaction: small enough that other writers
 /// wait milliseconds, not the length of the purge.
@@ -114,7 +122,7 @@ impl Store {
                 receipt(erased_on, counts, seq as u64)?
             }
             earlier => {
-                let mut counted = [0u32; 5];
+                let mut counted = [0u32; SUBJECT_TABLE_KEYS.len()];
                 for (n, (table, _, _)) in counted.iter_mut().zip(SUBJECT_TABLE_KEYS) {
                     let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1 AND subject = $2");
                     let count: i64 = sqlx::query(&sql)
@@ -125,7 +133,11 @@ impl Store {
                         .try_get(0)?;
                     *n = u32::try_from(count).unwrap_or(u32::MAX);
                 }
-                let [records, ledger_entries, idempotency_keys, consents, consent_history] = counted;
+                let points_lines = counted[SUBJECT_TABLE_KEYS.len() - POINTS_TABLES..]
+                    .iter()
+                    .fold(0u32, |a, n| a.saturating_add(*n));
+                let [records, ledger_entries, idempotency_keys, consents, consent_history, ..] = counted;
+                let ledger_entries = ledger_entries.saturating_add(points_lines);
                 let counts = ErasureCounts {
                     records,
                     ledger_entries,

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::access::{Audited, Enrol, SubjectTx};
 use super::consent::{Consent, Kinds};
 use super::ingest::RecordId;
+use super::points::{PointsSummary, Redemption};
 use super::reads::StoredRecord;
 use super::retention::Cutoffs;
 use super::today::Today;
@@ -34,6 +35,8 @@ pub struct ExportHeader {
     pub points_balance: i64,
     /// How many records the export holds (what the audit entry counts).
     pub records: u32,
+    /// The points ledger's figures (`docs/points.md`).
+    pub points: PointsSummary,
     /// The methodologies the records were computed under, by version, as
     /// stored when first used.
     pub methodologies: BTreeMap<String, Methodology>,
@@ -112,6 +115,8 @@ pub struct ExportSession {
     records_after: Option<Option<(Day, super::RecordId)>>,
     ledger_after: Option<(i64, i64)>,
     audit_after: Option<i64>,
+    /// Redemptions, by their line's id.
+    redemptions_after: Option<i64>,
     pub header: ExportHeader,
 }
 
@@ -205,6 +210,18 @@ impl ExportSession {
         Ok(entries)
     }
 
+    /// The next page of the person's redemptions, oldest first, opened.
+    /// Empty when there are no more.
+    pub async fn next_redemptions(&mut self) -> Result<Vec<Redemption>, StoreError> {
+        let Some(after) = self.redemptions_after else {
+            return Ok(Vec::new());
+        };
+        let (page, last) =
+            super::points::redemption_page(&mut self.snapshot, self.tenant, &self.keys, after, EXPORT_PAGE).await?;
+        self.redemptions_after = last.filter(|_| page.len() == EXPORT_PAGE as usize);
+        Ok(page)
+    }
+
     /// Ends the read snapshot (it changed nothing) and frees the slot.
     pub async fn close(self) -> Result<(), StoreError> {
         self.snapshot.rollback().await?;
@@ -264,6 +281,7 @@ impl Store {
             // start from the cut-off).
             ledger_after: Some((cutoffs.ledger_day - 1, i64::MAX)),
             audit_after: Some(0),
+            redemptions_after: Some(0),
             header,
         })
     }
@@ -356,7 +374,17 @@ impl Store {
                 methodologies.insert(version, m);
             }
         }
+        let points = super::points::position(
+            snapshot,
+            tenant,
+            &keys.ledger_ref,
+            today.day,
+            self.policies.points.notice_days,
+        )
+        .await?
+        .summary;
         Ok(ExportHeader {
+            points,
             generated_on: today.utc_day(),
             controller: Controller { tenant, name },
             consents,

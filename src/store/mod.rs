@@ -17,6 +17,7 @@ mod erasure;
 mod export;
 mod ingest;
 mod keystore;
+mod points;
 mod reads;
 mod retention;
 mod rotation;
@@ -44,10 +45,13 @@ pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
 pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
+pub use points::{
+    Expiring, ExpiryCounts, PointsSummary, Redemption, RedemptionRequest, RedemptionStatus, MAX_REDEMPTIONS_LISTED,
+};
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use rotation::{KeyVersion, ResealOptions, ResealReport, RESEAL_BATCH};
 pub use tenants::ApiKey;
-pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells, MIN_CELL_EVENTS};
+pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,6 +86,17 @@ pub enum StoreError {
     StaleNotice { purpose: Purpose, given: u32, current: u32 },
     #[error("{0}")]
     Conflict(String),
+    /// The person has not consented to the purpose under the current notice.
+    #[error("the person has not consented to purpose {0} under the current notice")]
+    ConsentRequired(Purpose),
+    /// A redemption asked for more points than the balance holds.
+    #[error("the balance is {balance} points; {requested} were asked for")]
+    InsufficientPoints { balance: i64, requested: i64 },
+    /// A redemption reference already used with other content.
+    #[error("this reference was used for another redemption")]
+    ReferenceReused,
+    #[error("no redemption with this reference is held on this subject")]
+    RedemptionNotFound,
     #[error("{0}")]
     Invalid(String),
     /// A bounded resource stayed taken: worth a retry.
@@ -333,6 +348,7 @@ impl Store {
         }
         let serves = match permission {
             Permission::RecordEvents | Permission::ReadSubjects => Some(Purpose::Accounting),
+            Permission::RedeemPoints => Some(Purpose::Rewards),
             _ => None,
         };
         match serves {

@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 
 use super::access::{Audited, Enrol, SubjectTx};
 use super::ingest::RecordId;
+use super::points::PointsSummary;
 use super::retention::Cutoffs;
 use super::{Access, Store, StoreError};
 use crate::audit::{Action, ReadScope};
@@ -27,8 +28,11 @@ pub struct Account {
     /// Behaviours recorded (ledger entries backed by a record).
     pub events: i64,
     pub reduction: Milligrams,
-    /// Every entry's points, including those kept after a withdrawal.
+    /// The points balance (the points ledger's, net of anything past its
+    /// expiry).
     pub points_balance: i64,
+    /// Earned, spent, expired, and what expires within the notice period.
+    pub points: PointsSummary,
     pub by_kind: Vec<(String, Totals)>,
     /// By month, as `YYYYMM`.
     pub by_month: Vec<(i64, Totals)>,
@@ -127,10 +131,17 @@ impl Store {
                 .into_iter()
                 .map(TotalsRow::split)
                 .collect();
+            let today = tx.today().day;
+            let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
+            let notice = self.policies.points.notice_days;
+            let points = super::points::position(tx.conn(), tenant, &subject, today, notice)
+                .await?
+                .summary;
             let account = Account {
                 events: by_kind.iter().map(|(_, t)| t.events).sum(),
                 reduction: Milligrams(by_kind.iter().map(|(_, t)| t.reduction.0).sum()),
-                points_balance: by_month.iter().map(|(_, t)| t.points).sum(),
+                points_balance: points.balance,
+                points,
                 by_kind,
                 by_month,
             };

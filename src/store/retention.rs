@@ -74,6 +74,11 @@ impl Store {
         // purge has not finished, and any a crash or a restore left behind.
         self.purge_erased().await?;
         self.purge_orphans().await?;
+        // Points past their expiry: audited debit lines, never deletions.
+        let expired = self.expire_points().await?;
+        if expired.accounts > 0 {
+            tracing::info!(accounts = expired.accounts, points = expired.points, "points expired");
+        }
         Ok((counts, seq))
     }
 

@@ -16,10 +16,6 @@ use crate::audit::AuditEntry;
 use crate::domain::{Milligrams, TenantId};
 use crate::policy::Permission;
 
-/// Report cells with fewer events are not shown alone; their sums go into
-/// the tenant's `suppressed` line so totals still reconcile.
-pub const MIN_CELL_EVENTS: i64 = 5;
-
 /// An entry of the log as stored: its leaf hash, and its canonical
 /// encoding with the decoded entry unless retention emptied it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +44,10 @@ pub struct SuppressedCells {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReductionReport {
-    pub min_cell_events: i64,
+    /// Cells with fewer distinct people are not shown alone
+    /// (`report_min_people` of `policies/points.toml`); their sums go into
+    /// the tenant's `suppressed` line so totals still reconcile.
+    pub min_cell_people: i64,
     pub cells: Vec<ReportCell>,
     pub suppressed: Vec<SuppressedCells>,
 }
@@ -68,6 +67,7 @@ struct TotalsRow {
     events: i64,
     reduction_mg: i64,
     points: i64,
+    people: i64,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -253,7 +253,7 @@ impl Store {
             Err(_) => Some(self.authorize(access, Permission::ReadOwnReports)?.get()),
         };
         let rows = sqlx::query_as::<_, TotalsRow>(
-            "SELECT tenant_id, kind, month, events, reduction_mg, points FROM reduction_totals \
+            "SELECT tenant_id, kind, month, events, reduction_mg, points, people FROM reduction_totals \
              WHERE month >= $1 AND month <= $2 AND ($3 = 0 OR tenant_id = $4) ORDER BY tenant_id, kind, month",
         )
         .bind(from)
@@ -262,8 +262,9 @@ impl Store {
         .bind(own.unwrap_or(0))
         .fetch_all(&self.ledger)
         .await?;
+        let min_people = i64::from(self.policies.points.report_min_people);
         let mut report = ReductionReport {
-            min_cell_events: MIN_CELL_EVENTS,
+            min_cell_people: min_people,
             cells: Vec::new(),
             suppressed: Vec::new(),
         };
@@ -278,7 +279,9 @@ impl Store {
                     points: row.points,
                 },
             };
-            if cell.totals.events >= MIN_CELL_EVENTS {
+            // By people, not events: many events of one person are still
+            // one person's behaviour.
+            if row.people >= min_people {
                 report.cells.push(cell);
                 continue;
             }

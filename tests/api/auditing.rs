@@ -494,9 +494,10 @@ async fn an_entry_about_an_erased_person_is_named_online(app: TestApp) {
 }
 
 async fn reports_reconcile_with_the_log(app: TestApp) {
-    // Two platforms; cells large and small.
+    // Two platforms; cells large and small (by people: six eat clean
+    // plates, two walk).
     let events: Vec<Value> = (0..12)
-        .map(|i| event(&format!("r{i}"), &format!("u{}", i % 4), "clean_plate", json!({})))
+        .map(|i| event(&format!("r{i}"), &format!("u{}", i % 6), "clean_plate", json!({})))
         .collect();
     app.post_enrolled(&batch(events)).await;
     app.post_enrolled(&batch(vec![

@@ -101,7 +101,13 @@ fn a_changed_methodology_needs_a_new_version() {
     let data = dir.path().join("data");
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
-    for name in ["access.toml", "consent.toml", "retention.toml", "methodology.toml"] {
+    for name in [
+        "access.toml",
+        "consent.toml",
+        "retention.toml",
+        "methodology.toml",
+        "points.toml",
+    ] {
         std::fs::copy(
             concat!(env!("CARGO_MANIFEST_DIR"), "/policies/").to_owned() + name,
             policies.join(name),

@@ -285,7 +285,13 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
 async fn a_new_notice_version_needs_renewed_consent(app: TestApp) {
     app.post_enrolled(&event("n1", "gina", "clean_plate", json!({}))).await;
     let dir = tempfile::tempdir().unwrap();
-    for name in ["access.toml", "consent.toml", "retention.toml", "methodology.toml"] {
+    for name in [
+        "access.toml",
+        "consent.toml",
+        "retention.toml",
+        "methodology.toml",
+        "points.toml",
+    ] {
         let text = std::fs::read_to_string(format!("{}/policies/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let text = if name == "consent.toml" {
             text.replacen("notice_version = 1", "notice_version = 2", 1)

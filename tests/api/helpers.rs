@@ -151,6 +151,11 @@ impl TestApp {
     /// Starts the service on a fresh database. `None` for PostgreSQL when no
     /// server is configured.
     pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, PolicySet::load(None).unwrap()).await
+    }
+
+    /// As `spawn`, under `policies` instead of the compiled-in ones.
+    pub async fn spawn_with(backend: Backend, policies: PolicySet) -> Option<Self> {
         init();
         let dir = tempfile::tempdir().unwrap();
         let pg = match backend {
@@ -164,7 +169,7 @@ impl TestApp {
         let root_key_file = dir.path().join("root.key");
         let (root, _) = RootKey::load_or_create(&root_key_file).unwrap();
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-        let policies = Arc::new(PolicySet::load(None).unwrap());
+        let policies = Arc::new(policies);
         let store = Arc::new(
             Store::open(&database_url, root, clock.clone(), policies)
                 .await

@@ -455,3 +455,31 @@ on_both_engines!(
     clear_columns_are_bound_to_the_ciphertext,
     the_key_store_can_live_in_its_own_database
 );
+
+const REDEMPTION_REFERENCE: &str = "order-7731-zhang-wei-13800138000";
+const REDEMPTION_TEXT: &str = "Bus pass top-up for Zhang Wei, Jiangyang";
+
+/// A redemption's reference and description are the platform's free text:
+/// only their keyed hash and their ciphertext are stored, yet the platform
+/// reads them back.
+async fn redemption_text_is_sealed(app: TestApp) {
+    let rides: Vec<Value> = (0..3)
+        .map(|i| event(&format!("r-{i}"), "alice", "transit_ride", json!({"mode": "bus"})))
+        .collect();
+    app.post_enrolled(&batch(rides)).await;
+    let body = json!({"points": 20, "reference": REDEMPTION_REFERENCE, "description": REDEMPTION_TEXT});
+    let url = app.url("/v1/subjects/alice/redemptions");
+    let (status, receipt) = app.send(app.client.post(&url).bearer_auth(&app.key).json(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let (_, listed) = app.get("/v1/subjects/alice/redemptions").await;
+    assert_eq!(listed["redemptions"][0]["reference"], REDEMPTION_REFERENCE);
+    assert_eq!(listed["redemptions"][0]["description"], REDEMPTION_TEXT);
+    let dump = app.stored_bytes().await;
+    for (name, value) in [("reference", REDEMPTION_REFERENCE), ("description", REDEMPTION_TEXT)] {
+        for needle in [value.as_bytes().to_vec(), hex::encode(value).into_bytes()] {
+            assert!(!contains(&dump, &needle), "the database holds the redemption's {name}");
+        }
+    }
+}
+
+on_both_engines!(redemption_text_is_sealed);

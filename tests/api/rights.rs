@@ -319,7 +319,8 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
     assert_eq!(status, StatusCode::OK, "{receipt}");
     assert_eq!(
         receipt["counts"],
-        json!({"records": 3, "ledger_entries": 3, "idempotency_keys": 3, "consents": 2, "consent_history": 2})
+        // Ledger entries: three behaviours' lines and the points lines they earned.
+        json!({"records": 3, "ledger_entries": 6, "idempotency_keys": 3, "consents": 2, "consent_history": 2})
     );
     assert!(receipt["erased_on"].as_str().unwrap().len() == 10);
     let seq = receipt["audit_seq"].as_u64().unwrap();
@@ -344,7 +345,7 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
         *counts,
         ErasureCounts {
             records: 3,
-            ledger_entries: 3,
+            ledger_entries: 6,
             idempotency_keys: 3,
             consents: 2,
             consent_history: 2

@@ -18,6 +18,7 @@ pub(super) use group::IngestQueue;
 use rows::BatchRows;
 
 use super::keystore::StoredKey;
+use super::points::{credit_earnings, Credit};
 use super::sql::{select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
@@ -184,6 +185,7 @@ impl Store {
 
         let mut outcomes = Vec::with_capacity(items.len());
         let mut rows = BatchRows::default();
+        let mut credits = Vec::new();
         for (lookup, event_key, record) in items {
             let subject = subjects.get(lookup);
             let fingerprint = subject.map(|k| self.pseudonyms.event_fingerprint(&k.ledger_ref, &record.encode()));
@@ -243,10 +245,23 @@ impl Store {
                 &receipt,
                 w.today.start,
             );
+            if points > 0 {
+                credits.push(Credit {
+                    subject: keys.ledger_ref,
+                    record_id: record_id.0,
+                    points,
+                    audit_seq,
+                });
+            }
             seen.insert(*event_key, (receipt.clone(), fingerprint));
             outcomes.push(IngestOutcome::Recorded(receipt));
         }
         rows.write(w.conn(), self.engine, tenant).await?;
+        if !credits.is_empty() {
+            let expiry = self.expiry_policy(w.conn(), tenant).await?;
+            let (day, start) = (w.today.day, w.today.start);
+            credit_earnings(w.conn(), self.engine, tenant, expiry, day, credits, start).await?;
+        }
         Ok(outcomes)
     }
 

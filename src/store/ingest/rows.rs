@@ -1,14 +1,14 @@
 //! The rows a batch writes, one type per table with its columns next to
 //! its values, inserted in a few multi-row statements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
 use super::Receipt;
 use crate::crypto::{EventKey, SubjectRef};
 use crate::domain::{CoarseRecord, TenantId};
-use crate::store::sql::{insert_rows, Arg};
+use crate::store::sql::{insert_rows, select_in, Arg};
 use crate::store::{Engine, StoreError};
 
 /// A sealed record: only its kind and day are in clear.
@@ -150,15 +150,26 @@ struct TotalsRow {
     events: i64,
     reduction_mg: i64,
     points: i64,
+    /// People with their first behaviour of the cell in this batch.
+    people: i64,
 }
 
 impl TotalsRow {
     const TABLE: &str = "reduction_totals";
-    const COLUMNS: [&str; 6] = ["tenant_id", "kind", "month", "events", "reduction_mg", "points"];
+    const COLUMNS: [&str; 7] = [
+        "tenant_id",
+        "kind",
+        "month",
+        "events",
+        "reduction_mg",
+        "points",
+        "people",
+    ];
     const ADD_TO_STORED: &str = "ON CONFLICT (tenant_id, kind, month) DO UPDATE SET \
          events = reduction_totals.events + excluded.events, \
          reduction_mg = reduction_totals.reduction_mg + excluded.reduction_mg, \
-         points = reduction_totals.points + excluded.points";
+         points = reduction_totals.points + excluded.points, \
+         people = reduction_totals.people + excluded.people";
 
     fn values(self) -> Vec<Arg> {
         vec![
@@ -168,6 +179,7 @@ impl TotalsRow {
             Arg::Int(self.events),
             Arg::Int(self.reduction_mg),
             Arg::Int(self.points),
+            Arg::Int(self.people),
         ]
     }
 }
@@ -180,6 +192,8 @@ pub(super) struct BatchRows {
     keys: Vec<Vec<Arg>>,
     /// Events, milligrams and points per (kind, month).
     totals: HashMap<(String, i32), (i64, i64, i64)>,
+    /// The people each (kind, month) cell of the batch has.
+    people: HashSet<(SubjectRef, String, i32)>,
 }
 
 impl BatchRows {
@@ -236,6 +250,7 @@ impl BatchRows {
             }
             .values(),
         );
+        self.people.insert((subject, kind.clone(), day.month()));
         let cell = self.totals.entry((kind, day.month())).or_default();
         *cell = (cell.0 + 1, cell.1 + receipt.reduction.0, cell.2 + receipt.points);
     }
@@ -246,6 +261,15 @@ impl BatchRows {
         engine: Engine,
         tenant: TenantId,
     ) -> Result<(), StoreError> {
+        // People new to a cell: those without a ledger line of it before
+        // this batch (read before the batch's own lines are written).
+        let mut people: HashMap<(String, i32), i64> = HashMap::new();
+        let known = known_in_cells(conn, engine, tenant, &self.people).await?;
+        for (subject, kind, month) in self.people {
+            if !known.contains(&(subject, kind.clone(), month)) {
+                *people.entry((kind, month)).or_default() += 1;
+            }
+        }
         insert_rows(conn, engine, RecordRow::TABLE, &RecordRow::COLUMNS, self.records, "").await?;
         insert_rows(conn, engine, LedgerRow::TABLE, &LedgerRow::COLUMNS, self.ledger, "").await?;
         insert_rows(
@@ -265,6 +289,7 @@ impl BatchRows {
             .map(|((kind, month), (events, reduction_mg, points))| {
                 TotalsRow {
                     tenant: tenant.get(),
+                    people: people.get(&(kind.clone(), month)).copied().unwrap_or(0),
                     kind,
                     month,
                     events,
@@ -285,4 +310,41 @@ impl BatchRows {
         .await?;
         Ok(())
     }
+}
+
+/// Which of `cells` (subject, kind, month) already have a ledger line.
+async fn known_in_cells(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    tenant: TenantId,
+    cells: &HashSet<(SubjectRef, String, i32)>,
+) -> Result<HashSet<(SubjectRef, String, i32)>, StoreError> {
+    let Some(first) = cells.iter().map(|c| c.2).min() else {
+        return Ok(HashSet::new());
+    };
+    let last = cells.iter().map(|c| c.2).max().unwrap_or(first);
+    let subjects: HashSet<SubjectRef> = cells.iter().map(|c| c.0).collect();
+    let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
+    let leading = [Arg::Int(tenant.get()), Arg::Int(first.into()), Arg::Int(last.into())];
+    let rows = select_in(conn, engine, &leading, &list, |p, n| {
+        format!(
+            "SELECT DISTINCT subject, kind, month FROM ledger_entries WHERE tenant_id = {} AND month >= {} \
+             AND month <= {} AND record_id IS NOT NULL AND subject IN ({})",
+            p.one(),
+            p.one(),
+            p.one(),
+            p.list(n)
+        )
+    })
+    .await?;
+    let mut known = HashSet::with_capacity(rows.len());
+    for row in rows {
+        use sqlx::Row;
+        let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
+            .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
+        let month =
+            i32::try_from(row.try_get::<i64, _>(2)?).map_err(|_| StoreError::Corrupt("month out of range".into()))?;
+        known.insert((subject, row.try_get::<String, _>(1)?, month));
+    }
+    Ok(known)
 }

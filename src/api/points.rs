@@ -1,0 +1,166 @@
+//! Points routes: redeem, refund and list a person's redemptions. The
+//! account (`subjects.rs`) shows the balance and what expires when.
+
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::extract::{Caller, JsonBody, Subject};
+use super::{json, ApiError, AppState};
+use crate::domain::{escape_pointer, scrub, FieldError};
+use crate::store::{Purpose, Redemption, RedemptionRequest, RedemptionStatus};
+
+/// A redemption as returned: the receipt of a redemption or refund, and a
+/// line of the listing.
+#[derive(Serialize)]
+pub struct RedemptionView {
+    redemption_id: String,
+    reference: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    points: i64,
+    redeemed_on: String,
+    /// The balance the redemption left.
+    balance_after: i64,
+    audit_seq: u64,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund: Option<RefundView>,
+}
+
+#[derive(Serialize)]
+struct RefundView {
+    refunded_on: String,
+    balance_after: i64,
+    audit_seq: u64,
+}
+
+impl From<&Redemption> for RedemptionView {
+    fn from(r: &Redemption) -> Self {
+        let refund = match r.status {
+            RedemptionStatus::Redeemed => None,
+            RedemptionStatus::Refunded { on, audit_seq, balance } => Some(RefundView {
+                refunded_on: on.to_string(),
+                balance_after: balance,
+                audit_seq,
+            }),
+        };
+        Self {
+            redemption_id: hex::encode(r.redemption_id),
+            reference: r.reference.clone(),
+            description: r.description.clone(),
+            points: r.points,
+            redeemed_on: r.day.to_string(),
+            balance_after: r.balance,
+            audit_seq: r.audit_seq,
+            status: if refund.is_some() { "refunded" } else { "redeemed" },
+            refund,
+        }
+    }
+}
+
+/// `{"points": N, "reference": "...", "description": "..."}`.
+fn redemption_body(body: &Value) -> Result<RedemptionRequest, FieldError> {
+    let Value::Object(map) = body else {
+        return Err(FieldError::invalid(
+            "",
+            "must be an object: {\"points\": N, \"reference\": \"...\", \"description\": \"...\"}",
+        ));
+    };
+    if let Some(other) = map
+        .keys()
+        .find(|k| !["points", "reference", "description"].contains(&k.as_str()))
+    {
+        return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
+    }
+    let points = map
+        .get("points")
+        .ok_or_else(|| FieldError::missing("/points"))?
+        .as_i64()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| FieldError::invalid("/points", "must be a positive whole number of points"))?;
+    let reference = map
+        .get("reference")
+        .ok_or_else(|| FieldError::missing("/reference"))?
+        .as_str()
+        .ok_or_else(|| FieldError::invalid("/reference", "must be the platform's reference, a string"))?
+        .to_owned();
+    let description = match map.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(FieldError::invalid("/description", "must be a string")),
+    };
+    Ok(RedemptionRequest {
+        points,
+        reference,
+        description,
+    })
+}
+
+/// `POST /v1/subjects/{id}/redemptions`: 201 with the receipt; a retry
+/// with the same reference and body gets the original receipt with 200.
+pub async fn redeem(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut body = body;
+    let parsed = redemption_body(&body);
+    scrub(&mut body);
+    let request = parsed?;
+    let (redemption, replayed) = state
+        .store
+        .redeem(&caller.access(Purpose::Rewards), &subject, &request)
+        .await?;
+    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json(status, &RedemptionView::from(&redemption)))
+}
+
+/// `POST /v1/subjects/{id}/redemptions/{reference}/refund`: reverses the
+/// redemption with a credit line; a retry returns the same refund.
+pub async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    super::subjects::no_query(query)?;
+    let reference = params
+        .get("reference")
+        .ok_or_else(|| ApiError::Internal("route has no {reference} parameter".into()))?;
+    let redemption = state
+        .store
+        .refund(&caller.access(Purpose::Rewards), &subject, reference)
+        .await?;
+    Ok(json(StatusCode::OK, &RedemptionView::from(&redemption)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/subjects/{id}/redemptions?limit=N`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let redemptions = state
+        .store
+        .redemptions(
+            &caller.access(Purpose::Accounting),
+            &subject,
+            query.limit.unwrap_or(100),
+        )
+        .await?;
+    let views: Vec<RedemptionView> = redemptions.iter().map(RedemptionView::from).collect();
+    Ok(json(StatusCode::OK, &json!({ "redemptions": views })))
+}
