@@ -32,6 +32,8 @@ pub enum ReadScope {
     Records,
     Consents,
     Export,
+    /// The consolidated view of linked accounts.
+    LinkedAccount,
 }
 
 /// How many rows of each class an erasure purged.
@@ -51,6 +53,7 @@ impl ReadScope {
             ReadScope::Records => 2,
             ReadScope::Consents => 3,
             ReadScope::Export => 4,
+            ReadScope::LinkedAccount => 5,
         }
     }
 
@@ -60,6 +63,7 @@ impl ReadScope {
             ReadScope::Records,
             ReadScope::Consents,
             ReadScope::Export,
+            ReadScope::LinkedAccount,
         ]
         .into_iter()
         .find(|s| s.code() == code)
@@ -141,6 +145,73 @@ pub enum Action {
     OrphansPurged {
         rows: u64,
     },
+    /// A platform issued a link code for its account (the code itself is
+    /// never logged).
+    LinkCodeIssued {
+        subject: AuditRef,
+    },
+    /// Two accounts were linked: one entry per side, each naming the other
+    /// side's platform only.
+    AccountsLinked {
+        subject: AuditRef,
+        link_id: [u8; 16],
+        peer_tenant: TenantId,
+    },
+    /// A link was removed: one entry per side.
+    AccountsUnlinked {
+        subject: AuditRef,
+        link_id: [u8; 16],
+        peer_tenant: TenantId,
+        reason: UnlinkReason,
+    },
+    /// Part of a record's credit was claimed already by a linked account
+    /// (the record's own entry holds what it earned).
+    CountedElsewhere {
+        subject: AuditRef,
+        record_id: [u8; 16],
+        link_id: [u8; 16],
+        reduction_mg: i64,
+        points: i64,
+    },
+}
+
+/// Why a link was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlinkReason {
+    /// A platform asked (`DELETE .../links/{link}`).
+    Requested,
+    /// One side was erased.
+    Erased,
+    /// One side withdrew the `interconnection` consent.
+    ConsentWithdrawn,
+}
+
+impl UnlinkReason {
+    fn code(self) -> u8 {
+        match self {
+            UnlinkReason::Requested => 1,
+            UnlinkReason::Erased => 2,
+            UnlinkReason::ConsentWithdrawn => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        [
+            UnlinkReason::Requested,
+            UnlinkReason::Erased,
+            UnlinkReason::ConsentWithdrawn,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnlinkReason::Requested => "requested",
+            UnlinkReason::Erased => "erased",
+            UnlinkReason::ConsentWithdrawn => "consent_withdrawn",
+        }
+    }
 }
 
 impl Action {
@@ -156,6 +227,10 @@ impl Action {
             Action::SubjectErased { .. } => 8,
             Action::KeysReshredded { .. } => 9,
             Action::OrphansPurged { .. } => 10,
+            Action::LinkCodeIssued { .. } => 30,
+            Action::AccountsLinked { .. } => 31,
+            Action::AccountsUnlinked { .. } => 32,
+            Action::CountedElsewhere { .. } => 33,
         }
     }
 
@@ -166,7 +241,11 @@ impl Action {
             | Action::SubjectRead { subject, .. }
             | Action::ConsentChanged { subject, .. }
             | Action::WithdrawnDataDeleted { subject, .. }
-            | Action::SubjectErased { subject, .. } => Some(subject),
+            | Action::SubjectErased { subject, .. }
+            | Action::LinkCodeIssued { subject }
+            | Action::AccountsLinked { subject, .. }
+            | Action::AccountsUnlinked { subject, .. }
+            | Action::CountedElsewhere { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -277,6 +356,40 @@ impl AuditEntry {
             }
             Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
             Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
+            Action::LinkCodeIssued { subject } => w.extend_from_slice(subject.as_bytes()),
+            Action::AccountsLinked {
+                subject,
+                link_id,
+                peer_tenant,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(link_id);
+                w.extend_from_slice(&peer_tenant.get().to_be_bytes());
+            }
+            Action::AccountsUnlinked {
+                subject,
+                link_id,
+                peer_tenant,
+                reason,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(link_id);
+                w.extend_from_slice(&peer_tenant.get().to_be_bytes());
+                w.push(reason.code());
+            }
+            Action::CountedElsewhere {
+                subject,
+                record_id,
+                link_id,
+                reduction_mg,
+                points,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(record_id);
+                w.extend_from_slice(link_id);
+                w.extend_from_slice(&reduction_mg.to_be_bytes());
+                w.extend_from_slice(&points.to_be_bytes());
+            }
         }
         w
     }
@@ -351,6 +464,27 @@ impl AuditEntry {
             },
             9 => Action::KeysReshredded { keys: r.u32()? },
             10 => Action::OrphansPurged { rows: r.u64()? },
+            30 => Action::LinkCodeIssued {
+                subject: AuditRef::from_bytes(r.array()?),
+            },
+            31 => Action::AccountsLinked {
+                subject: AuditRef::from_bytes(r.array()?),
+                link_id: r.array()?,
+                peer_tenant: TenantId::new(r.i64()?),
+            },
+            32 => Action::AccountsUnlinked {
+                subject: AuditRef::from_bytes(r.array()?),
+                link_id: r.array()?,
+                peer_tenant: TenantId::new(r.i64()?),
+                reason: UnlinkReason::from_code(r.u8()?).ok_or(DecodeError("unknown unlink reason"))?,
+            },
+            33 => Action::CountedElsewhere {
+                subject: AuditRef::from_bytes(r.array()?),
+                record_id: r.array()?,
+                link_id: r.array()?,
+                reduction_mg: r.i64()?,
+                points: r.i64()?,
+            },
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
@@ -443,6 +577,43 @@ impl AuditEntry {
             ),
             Action::KeysReshredded { keys } => ("keys_reshredded", json!({"keys": keys})),
             Action::OrphansPurged { rows } => ("orphans_purged", json!({"rows": rows})),
+            Action::LinkCodeIssued { subject } => (
+                "link_code_issued",
+                json!({"subject_ref": hex::encode(subject.as_bytes())}),
+            ),
+            Action::AccountsLinked {
+                subject,
+                link_id,
+                peer_tenant,
+            } => (
+                "accounts_linked",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id), "peer_tenant": peer_tenant.get()}),
+            ),
+            Action::AccountsUnlinked {
+                subject,
+                link_id,
+                peer_tenant,
+                reason,
+            } => (
+                "accounts_unlinked",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id),
+                    "peer_tenant": peer_tenant.get(), "reason": reason.as_str(),
+                }),
+            ),
+            Action::CountedElsewhere {
+                subject,
+                record_id,
+                link_id,
+                reduction_mg,
+                points,
+            } => (
+                "counted_elsewhere",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "record_id": hex::encode(record_id),
+                    "link_id": hex::encode(link_id), "reduction_mg": reduction_mg, "points": points,
+                }),
+            ),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -566,6 +737,25 @@ pub(crate) mod tests {
                 purpose: Purpose::Accounting,
                 records: 4,
                 ledger_entries: 4,
+            },
+            Action::LinkCodeIssued { subject },
+            Action::AccountsLinked {
+                subject,
+                link_id: [4; 16],
+                peer_tenant: TenantId::new(2),
+            },
+            Action::AccountsUnlinked {
+                subject,
+                link_id: [4; 16],
+                peer_tenant: TenantId::new(2),
+                reason: UnlinkReason::ConsentWithdrawn,
+            },
+            Action::CountedElsewhere {
+                subject,
+                record_id: [2; 16],
+                link_id: [4; 16],
+                reduction_mg: 80_000,
+                points: 10,
             },
             Action::SubjectErased {
                 subject,

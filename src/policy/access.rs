@@ -21,6 +21,10 @@ pub enum Permission {
     ExportSubjects,
     #[serde(rename = "subjects.erase")]
     EraseSubjects,
+    /// Link a person's accounts across platforms, unlink them, and read the
+    /// consolidated view.
+    #[serde(rename = "subjects.link")]
+    LinkSubjects,
     /// Every audit entry, checkpoints and proofs.
     #[serde(rename = "audit.read")]
     ReadAudit,
@@ -46,6 +50,7 @@ impl Permission {
                 | Permission::ManageConsents
                 | Permission::ExportSubjects
                 | Permission::EraseSubjects
+                | Permission::LinkSubjects
         )
     }
 
@@ -57,6 +62,7 @@ impl Permission {
             Permission::ManageConsents => "grant or withdraw consents",
             Permission::ExportSubjects => "export a person's data",
             Permission::EraseSubjects => "erase a person's data",
+            Permission::LinkSubjects => "link accounts across platforms",
             Permission::ReadAudit | Permission::ReadOwnAudit => "read the audit log",
             Permission::ReadReports | Permission::ReadOwnReports => "read reduction reports",
         }

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::sql::{execute_in, select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
-use crate::audit::{Action, AuditEntry, ErasureCounts};
+use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
 use crate::crypto::{SubjectRef, CURRENT_KEY_VERSION};
 use crate::domain::{Day, SubjectId};
 use crate::policy::Permission;
@@ -133,6 +133,13 @@ impl Store {
                     consents,
                     consent_history,
                 };
+                // Erasure on either side unlinks, in the same transaction
+                // (no moment where a link points at an erased account), and
+                // logged before the erasure: nothing may name an audit
+                // reference after its erasure entry.
+                for (side, action) in Self::unlink_all(w.conn(), tenant, &keys.ledger_ref, UnlinkReason::Erased).await? {
+                    w.append(Some(side), action);
+                }
                 let audit_seq = w.append(
                     Some(tenant),
                     Action::SubjectErased {

@@ -17,6 +17,7 @@ mod erasure;
 mod export;
 mod ingest;
 mod keystore;
+mod links;
 mod reads;
 mod retention;
 mod sql;
@@ -42,7 +43,8 @@ pub use consent::{Consent, ConsentChange, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
-pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
+pub use ingest::{CountedElsewhere, IngestItem, IngestOutcome, Receipt, RecordId};
+pub use links::{LinkCode, LinkView, LinkedAccount, LINK_CODE_MINUTES};
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use tenants::ApiKey;
 pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells, MIN_CELL_EVENTS};
@@ -90,6 +92,16 @@ pub enum StoreError {
     Integrity,
     #[error("inconsistent stored data: {0}")]
     Corrupt(String),
+    /// The person (or, with `other_side`, the account on the other
+    /// platform) has not consented to `purpose` under the current notice.
+    #[error("consent to {purpose} is required")]
+    ConsentRequired { purpose: Purpose, other_side: bool },
+    /// A link code that is unknown, used or expired: told apart to nobody.
+    #[error("the link code is not valid")]
+    LinkCodeInvalid,
+    /// No link by that id on this account.
+    #[error("no such link")]
+    LinkNotFound,
 }
 
 impl StoreError {
@@ -292,6 +304,7 @@ impl Store {
         }
         let serves = match permission {
             Permission::RecordEvents | Permission::ReadSubjects => Some(Purpose::Accounting),
+            Permission::LinkSubjects => Some(Purpose::Interconnection),
             _ => None,
         };
         match serves {

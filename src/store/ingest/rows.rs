@@ -64,7 +64,7 @@ struct LedgerRow {
 
 impl LedgerRow {
     const TABLE: &str = "ledger_entries";
-    const COLUMNS: [&str; 12] = [
+    const COLUMNS: [&str; 14] = [
         "tenant_id",
         "subject",
         "record_id",
@@ -77,9 +77,12 @@ impl LedgerRow {
         "methodology_version",
         "capped",
         "created_at",
+        "counted_elsewhere_mg",
+        "counted_elsewhere_points",
     ];
 
     fn values(self) -> Vec<Arg> {
+        let elsewhere = elsewhere(&self.receipt);
         vec![
             Arg::Int(self.tenant),
             Arg::Blob(self.subject.as_bytes().to_vec()),
@@ -93,8 +96,15 @@ impl LedgerRow {
             Arg::Text(self.receipt.methodology_version),
             Arg::Int(self.receipt.capped.into()),
             Arg::Int(self.created_at),
+            Arg::Int(elsewhere.0),
+            Arg::Int(elsewhere.1),
         ]
     }
+}
+
+/// Milligrams and points of the receipt counted elsewhere (0 and 0 if none).
+fn elsewhere(receipt: &Receipt) -> (i64, i64) {
+    receipt.counted_elsewhere.map_or((0, 0), |e| (e.reduction.0, e.points))
 }
 
 /// The retry key of an event: its keyed id, its content's fingerprint and
@@ -110,7 +120,7 @@ struct IdempotencyRow {
 
 impl IdempotencyRow {
     const TABLE: &str = "idempotency_keys";
-    const COLUMNS: [&str; 11] = [
+    const COLUMNS: [&str; 13] = [
         "tenant_id",
         "event_key",
         "content_hash",
@@ -122,9 +132,12 @@ impl IdempotencyRow {
         "capped",
         "audit_seq",
         "created_at",
+        "counted_elsewhere_mg",
+        "counted_elsewhere_points",
     ];
 
     fn values(self) -> Vec<Arg> {
+        let elsewhere = elsewhere(&self.receipt);
         vec![
             Arg::Int(self.tenant),
             Arg::Blob(self.event_key.to_vec()),
@@ -137,6 +150,8 @@ impl IdempotencyRow {
             Arg::Int(self.receipt.capped.into()),
             Arg::Int(self.receipt.audit_seq as i64),
             Arg::Int(self.created_at),
+            Arg::Int(elsewhere.0),
+            Arg::Int(elsewhere.1),
         ]
     }
 }
