@@ -449,7 +449,15 @@ pub mod export {
                      (processor)"
                         .to_owned(),
                     "auditors: audit entries only, under the audit reference, never the records".to_owned(),
-                ],
+                ]
+                .into_iter()
+                .chain(h.links.iter().map(|l| {
+                    format!(
+                        "{}: a platform this account is linked with (interconnection consent), which sees its totals only",
+                        l.platform
+                    )
+                }))
+                .collect(),
                 methodologies: h
                     .methodologies
                     .iter()

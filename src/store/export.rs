@@ -28,6 +28,8 @@ pub struct ExportHeader {
     pub controller: Controller,
     pub consents: Vec<Consent>,
     pub consent_history: Vec<ConsentEvent>,
+    /// The person's links with accounts on other platforms.
+    pub links: Vec<super::LinkView>,
     /// Totals of the ledger lines: the behaviours' reduction, and every
     /// line's points.
     pub reduction: Milligrams,
@@ -315,6 +317,7 @@ impl Store {
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
+        let links = self.links_of(&mut *snapshot, tenant, &s).await?;
         let (reduction_mg, points_balance): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(CASE WHEN record_id IS NULL THEN 0 ELSE reduction_mg END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(points), 0) AS BIGINT) \
@@ -361,6 +364,7 @@ impl Store {
             controller: Controller { tenant, name },
             consents,
             consent_history,
+            links,
             reduction: Milligrams(reduction_mg),
             points_balance,
             records: u32::try_from(records).unwrap_or(u32::MAX),

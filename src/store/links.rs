@@ -134,14 +134,20 @@ fn day_of(at: i64) -> Result<Day, StoreError> {
 impl Store {
     /// Whether the account consents to interconnection under the notice in
     /// force.
-    async fn interconnects(&self, conn: &mut AnyConnection, tenant: TenantId, subject: &[u8]) -> Result<bool, StoreError> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT notice_version FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3")
-                .bind(tenant.get())
-                .bind(subject.to_vec())
-                .bind(Purpose::Interconnection.as_str())
-                .fetch_optional(conn)
-                .await?;
+    async fn interconnects(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: TenantId,
+        subject: &[u8],
+    ) -> Result<bool, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT notice_version FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3",
+        )
+        .bind(tenant.get())
+        .bind(subject.to_vec())
+        .bind(Purpose::Interconnection.as_str())
+        .fetch_optional(conn)
+        .await?;
         let current = self.policies.consent.get(Purpose::Interconnection).notice_version;
         Ok(version == Some(i64::from(current)))
     }
@@ -150,7 +156,9 @@ impl Store {
     /// `LINK_CODE_MINUTES`, replacing any code issued before for it.
     pub async fn issue_link_code(&self, access: &Access, subject: &SubjectId) -> Result<LinkCode, StoreError> {
         let code = generate_code();
-        let hash = self.pseudonyms.link_code_hash(&canonical_code(&code).unwrap_or_default());
+        let hash = self
+            .pseudonyms
+            .link_code_hash(&canonical_code(&code).unwrap_or_default());
         let issue = async |tx: &mut SubjectTx<'_>| {
             let (tenant, own) = (tx.tenant(), tx.ledger_ref().as_bytes().to_vec());
             if !self.interconnects(tx.conn(), tenant, &own).await? {
@@ -215,10 +223,11 @@ impl Store {
             }
             // Single use: the code is deleted as it is read, and the whole
             // redemption commits or rolls back with that deletion.
-            let row = sqlx::query("DELETE FROM link_codes WHERE code_hash = $1 RETURNING tenant_id, subject, expires_at")
-                .bind(hash.to_vec())
-                .fetch_optional(tx.conn())
-                .await?;
+            let row =
+                sqlx::query("DELETE FROM link_codes WHERE code_hash = $1 RETURNING tenant_id, subject, expires_at")
+                    .bind(hash.to_vec())
+                    .fetch_optional(tx.conn())
+                    .await?;
             let Some(row) = row else {
                 return Err(StoreError::LinkCodeInvalid);
             };
@@ -396,6 +405,28 @@ impl Store {
             .collect()
     }
 
+    /// The account's links as its export shows them: no totals, nothing
+    /// about the other account.
+    pub(super) async fn links_of(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: TenantId,
+        subject: &[u8],
+    ) -> Result<Vec<LinkView>, StoreError> {
+        self.peers(conn, tenant, subject)
+            .await?
+            .into_iter()
+            .map(|peer| {
+                Ok(LinkView {
+                    link_id: peer.link_id,
+                    platform: peer.name,
+                    linked_on: day_of(peer.linked_at)?,
+                    totals: None,
+                })
+            })
+            .collect()
+    }
+
     /// Events, grams and points of one account within retention.
     async fn account_totals(
         &self,
@@ -441,7 +472,9 @@ impl Store {
             let mut peer_reads = Vec::new();
             for peer in self.peers(tx.conn(), tenant, &own).await? {
                 let totals = if self.interconnects(tx.conn(), peer.tenant, &peer.subject).await? {
-                    let t = self.account_totals(tx.conn(), peer.tenant, &peer.subject, cutoff).await?;
+                    let t = self
+                        .account_totals(tx.conn(), peer.tenant, &peer.subject, cutoff)
+                        .await?;
                     total.events += t.events;
                     total.reduction = Milligrams(total.reduction.0 + t.reduction.0);
                     total.points += t.points;

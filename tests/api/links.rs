@@ -120,6 +120,15 @@ async fn link_and_unlink(app: TestApp) {
         assert_no_user_ids(&view);
     }
 
+    // The person's export names the link, not the other account.
+    let (status, export) = app.get(&format!("/v1/subjects/{CITY_USER}/export")).await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    assert_eq!(
+        export["links"],
+        json!([{"link_id": link_id, "platform": "bank", "linked_on": linked["linked_on"]}])
+    );
+    assert_no_user_ids(&export);
+
     // A platform may not link its own two accounts.
     app.consent_as(&app.key, "city-user-2", &ALL).await;
     let (_, own) = issue_code(&app, &app.key, "city-user-2").await;
@@ -199,7 +208,11 @@ async fn codes_expire_and_consent_gates_both_sides(app: TestApp) {
     let (status, _) = app.send(app.client.delete(url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = redeem(&app, &bank, BANK_USER, &code).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "withdrawal deleted the code: {body}");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "withdrawal deleted the code: {body}"
+    );
 
     // An expired code is refused like a used one.
     app.consent_as(&app.key, CITY_USER, &["interconnection"]).await;
@@ -250,15 +263,25 @@ async fn the_same_ride_from_two_linked_platforms_counts_once(app: TestApp) {
     link(&app, &bank).await;
 
     let first = post_one(&app, &app.key, bus("city-ride-1", CITY_USER)).await;
-    assert_eq!((first["reduction_g"].clone(), first["points"].clone()), (json!(80), json!(10)));
+    assert_eq!(
+        (first["reduction_g"].clone(), first["points"].clone()),
+        (json!(80), json!(10))
+    );
     assert!(first.get("counted_elsewhere").is_none(), "{first}");
 
     // The bank reports the same ride: recorded, but counted at the city app.
     let second = post_one(&app, &bank, bus("bank-ride-1", BANK_USER)).await;
-    assert_eq!((second["reduction_g"].clone(), second["points"].clone()), (json!(0), json!(0)), "{second}");
+    assert_eq!(
+        (second["reduction_g"].clone(), second["points"].clone()),
+        (json!(0), json!(0)),
+        "{second}"
+    );
     assert_eq!(second["counted_elsewhere"]["reduction_g"], 80, "{second}");
     assert_eq!(second["counted_elsewhere"]["points"], 10, "{second}");
-    assert!(second["counted_elsewhere"]["note"].as_str().unwrap().contains("claimed once"));
+    assert!(second["counted_elsewhere"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("claimed once"));
 
     // A retry returns the same receipt, note included.
     let (_, retried) = app
@@ -276,7 +299,13 @@ async fn the_same_ride_from_two_linked_platforms_counts_once(app: TestApp) {
     // them, and counts the shared ride once.
     assert_eq!(account(&app, &app.key, CITY_USER).await["reduction_g"], 80);
     let bank_account = account(&app, &bank, BANK_USER).await;
-    assert_eq!((bank_account["reduction_g"].clone(), bank_account["points_balance"].clone()), (json!(80), json!(10)));
+    assert_eq!(
+        (
+            bank_account["reduction_g"].clone(),
+            bank_account["points_balance"].clone()
+        ),
+        (json!(80), json!(10))
+    );
     let (status, view) = linked_account(&app, &bank, BANK_USER).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["own"]["reduction_g"], 80);
@@ -306,7 +335,10 @@ async fn unlinked_or_other_days_count_on_each(app: TestApp) {
     // Not linked: the same ride counts on each platform.
     let city = post_one(&app, &app.key, bus("city-ride-1", CITY_USER)).await;
     let bank_ride = post_one(&app, &bank, bus("bank-ride-1", BANK_USER)).await;
-    assert_eq!((city["reduction_g"].clone(), bank_ride["reduction_g"].clone()), (json!(80), json!(80)));
+    assert_eq!(
+        (city["reduction_g"].clone(), bank_ride["reduction_g"].clone()),
+        (json!(80), json!(80))
+    );
     assert!(bank_ride.get("counted_elsewhere").is_none(), "{bank_ride}");
 
     // Linked from now on. What each reported before stays each one's (the
@@ -373,7 +405,10 @@ async fn erasure_on_either_side_unlinks(app: TestApp) {
     app.erasures_purged().await;
     let db = app.raw_ledger().await;
     let rows: i64 = sqlx::Row::get(
-        &sqlx::query("SELECT COUNT(*) FROM subject_links").fetch_one(&db).await.unwrap(),
+        &sqlx::query("SELECT COUNT(*) FROM subject_links")
+            .fetch_one(&db)
+            .await
+            .unwrap(),
         0,
     );
     assert_eq!(rows, 0);

@@ -271,7 +271,8 @@ mod tests {
     #[test]
     fn points_need_rewards_consent() {
         let plate = record("clean_plate", json!({}));
-        let Decision::Record { assessment, points, .. } = batch(&[Purpose::Accounting]).decide("e1", Some(alice()), &plate)
+        let Decision::Record { assessment, points, .. } =
+            batch(&[Purpose::Accounting]).decide("e1", Some(alice()), &plate)
         else {
             panic!("recorded")
         };
@@ -384,6 +385,16 @@ mod tests {
         b.linked
             .insert(alice(), ride.day(), "transit_ride", "bus", 80_000, [4; 16]);
         let decided = b.decide("e1", Some(alice()), &ride);
-        assert!(matches!(decided, Decision::Record { elsewhere: None, points: 10, .. }), "{decided:?}");
+        assert!(
+            matches!(
+                decided,
+                Decision::Record {
+                    elsewhere: None,
+                    points: 10,
+                    ..
+                }
+            ),
+            "{decided:?}"
+        );
     }
 }

@@ -237,7 +237,10 @@ impl Store {
             // account claimed already. The record's entry holds the earned
             // figures, so the log's totals stay each account's totals.
             let (elsewhere_mg, elsewhere_points) = elsewhere.map_or((0, 0), |e| (e.reduction_mg, e.points));
-            let (reduction, points) = (Milligrams(assessment.reduction.0 - elsewhere_mg), points - elsewhere_points);
+            let (reduction, points) = (
+                Milligrams(assessment.reduction.0 - elsewhere_mg),
+                points - elsewhere_points,
+            );
             let audit_seq = w.append(
                 Some(tenant),
                 Action::RecordWritten {
