@@ -79,7 +79,10 @@ struct Peer {
 /// What linked accounts already claimed per (account, day, kind, variant):
 /// the largest claim among the account's links, and that link's id.
 #[derive(Default)]
-pub(super) struct LinkedClaims(HashMap<(SubjectRef, Day, String, String), (i64, [u8; 16])>);
+pub(super) struct LinkedClaims(HashMap<ClaimKey, (i64, [u8; 16])>);
+
+/// An account, day, kind and variant.
+type ClaimKey = (SubjectRef, Day, String, String);
 
 impl LinkedClaims {
     pub(super) fn get(&self, subject: &SubjectRef, day: Day, kind: &str, variant: &str) -> Option<(i64, [u8; 16])> {

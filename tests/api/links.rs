@@ -481,7 +481,34 @@ async fn a_link_stores_no_user_id_and_no_code(app: TestApp) {
     }
 }
 
+/// One code, redeemed at once by several accounts: exactly one is linked.
+async fn a_code_redeemed_concurrently_links_once(app: TestApp) {
+    let bank = two_platforms(&app).await;
+    let customers: Vec<String> = (0..6).map(|i| format!("bank-cust-{i}")).collect();
+    for c in &customers {
+        app.consent_as(&bank, c, &ALL).await;
+    }
+    let (_, issued) = issue_code(&app, &app.key, CITY_USER).await;
+    let code = issued["code"].as_str().unwrap().to_owned();
+    let outcomes = futures_util::future::join_all(customers.iter().map(|c| redeem(&app, &bank, c, &code))).await;
+    let statuses: Vec<StatusCode> = outcomes.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::UNPROCESSABLE_ENTITY),
+        "{statuses:?}"
+    );
+    let (_, view) = linked_account(&app, &app.key, CITY_USER).await;
+    assert_eq!(view["linked"].as_array().unwrap().len(), 1, "{view}");
+}
+
 on_both_engines!(
+    a_code_redeemed_concurrently_links_once,
     link_and_unlink,
     codes_expire_and_consent_gates_both_sides,
     the_same_ride_from_two_linked_platforms_counts_once,

@@ -95,6 +95,7 @@ impl Decision {
 /// event's content fingerprint, if the person has a key (only consent
 /// creates one). A recorded event's credit is added to `usage`, so the
 /// batch's later events count it against the caps.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decide(
     methodology: &Methodology,
     consents: &ConsentState,
