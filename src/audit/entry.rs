@@ -150,18 +150,17 @@ pub enum Action {
     LinkCodeIssued {
         subject: AuditRef,
     },
-    /// Two accounts were linked: one entry per side, each naming the other
-    /// side's platform only.
+    /// Two accounts were linked: one entry per side, logged under that
+    /// side's platform; the link id pairs them (the entries name no other
+    /// platform, so neither platform's stream shows who the other is).
     AccountsLinked {
         subject: AuditRef,
         link_id: [u8; 16],
-        peer_tenant: TenantId,
     },
-    /// A link was removed: one entry per side.
+    /// A link was removed: one entry per side, as for linking.
     AccountsUnlinked {
         subject: AuditRef,
         link_id: [u8; 16],
-        peer_tenant: TenantId,
         reason: UnlinkReason,
     },
     /// Part of a record's credit was claimed already by a linked account
@@ -357,24 +356,17 @@ impl AuditEntry {
             Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
             Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
             Action::LinkCodeIssued { subject } => w.extend_from_slice(subject.as_bytes()),
-            Action::AccountsLinked {
-                subject,
-                link_id,
-                peer_tenant,
-            } => {
+            Action::AccountsLinked { subject, link_id } => {
                 w.extend_from_slice(subject.as_bytes());
                 w.extend_from_slice(link_id);
-                w.extend_from_slice(&peer_tenant.get().to_be_bytes());
             }
             Action::AccountsUnlinked {
                 subject,
                 link_id,
-                peer_tenant,
                 reason,
             } => {
                 w.extend_from_slice(subject.as_bytes());
                 w.extend_from_slice(link_id);
-                w.extend_from_slice(&peer_tenant.get().to_be_bytes());
                 w.push(reason.code());
             }
             Action::CountedElsewhere {
@@ -470,12 +462,10 @@ impl AuditEntry {
             31 => Action::AccountsLinked {
                 subject: AuditRef::from_bytes(r.array()?),
                 link_id: r.array()?,
-                peer_tenant: TenantId::new(r.i64()?),
             },
             32 => Action::AccountsUnlinked {
                 subject: AuditRef::from_bytes(r.array()?),
                 link_id: r.array()?,
-                peer_tenant: TenantId::new(r.i64()?),
                 reason: UnlinkReason::from_code(r.u8()?).ok_or(DecodeError("unknown unlink reason"))?,
             },
             33 => Action::CountedElsewhere {
@@ -581,24 +571,19 @@ impl AuditEntry {
                 "link_code_issued",
                 json!({"subject_ref": hex::encode(subject.as_bytes())}),
             ),
-            Action::AccountsLinked {
-                subject,
-                link_id,
-                peer_tenant,
-            } => (
+            Action::AccountsLinked { subject, link_id } => (
                 "accounts_linked",
-                json!({"subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id), "peer_tenant": peer_tenant.get()}),
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id)}),
             ),
             Action::AccountsUnlinked {
                 subject,
                 link_id,
-                peer_tenant,
                 reason,
             } => (
                 "accounts_unlinked",
                 json!({
                     "subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id),
-                    "peer_tenant": peer_tenant.get(), "reason": reason.as_str(),
+                    "reason": reason.as_str(),
                 }),
             ),
             Action::CountedElsewhere {
@@ -742,12 +727,10 @@ pub(crate) mod tests {
             Action::AccountsLinked {
                 subject,
                 link_id: [4; 16],
-                peer_tenant: TenantId::new(2),
             },
             Action::AccountsUnlinked {
                 subject,
                 link_id: [4; 16],
-                peer_tenant: TenantId::new(2),
                 reason: UnlinkReason::ConsentWithdrawn,
             },
             Action::CountedElsewhere {

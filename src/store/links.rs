@@ -312,12 +312,10 @@ impl Store {
             let linked = Action::AccountsLinked {
                 subject: own_audit_ref,
                 link_id,
-                peer_tenant,
             };
             let peer_linked = Action::AccountsLinked {
                 subject: peer_audit_ref,
                 link_id,
-                peer_tenant: tenant,
             };
             Ok(Audited::new(Some(view), linked).and_for([(peer_tenant, peer_linked)]))
         };
@@ -593,9 +591,7 @@ async fn delete_links(
     link_id: Option<[u8; 16]>,
     reason: UnlinkReason,
 ) -> Result<Vec<(TenantId, Action)>, StoreError> {
-    let sql = format!(
-        "DELETE FROM subject_links WHERE link_id IN ({select}) RETURNING link_id, tenant_id, audit_ref, peer_tenant"
-    );
+    let sql = format!("DELETE FROM subject_links WHERE link_id IN ({select}) RETURNING link_id, tenant_id, audit_ref");
     let mut q = sqlx::query(&sql)
         .persistent(false)
         .bind(tenant.get())
@@ -608,21 +604,19 @@ async fn delete_links(
         let link_id = id16(row.try_get(0)?, "a link id")?;
         let side = TenantId::new(row.try_get(1)?);
         let audit_ref = id16(row.try_get(2)?, "an audit reference")?;
-        let peer_tenant = TenantId::new(row.try_get(3)?);
-        removed.push((side, link_id, audit_ref, peer_tenant));
+        removed.push((side, link_id, audit_ref));
     }
     // The acting side's entry first, then the far side's: a stable order
     // whatever order the database returns rows in.
-    removed.sort_by_key(|(side, link_id, _, _)| (*link_id, *side != tenant, side.get()));
+    removed.sort_by_key(|(side, link_id, _)| (*link_id, *side != tenant, side.get()));
     Ok(removed
         .into_iter()
-        .map(|(side, link_id, audit_ref, peer_tenant)| {
+        .map(|(side, link_id, audit_ref)| {
             (
                 side,
                 Action::AccountsUnlinked {
                     subject: crate::crypto::AuditRef::from_bytes(audit_ref),
                     link_id,
-                    peer_tenant,
                     reason,
                 },
             )
