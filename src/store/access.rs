@@ -20,7 +20,9 @@
 //! but can only run inside this door. Erasure (`erasure.rs`, which must see
 //! its own tombstone) and batch ingest (`ingest/`, many subjects at once)
 //! look keys up and check tombstones the same way themselves; nothing else
-//! in the store derives a subject's keys.
+//! in the store derives a subject's keys, except that redeeming a link code
+//! (`links.rs`, inside the redeeming account's door) derives the issuing
+//! account's audit reference, for that account's own audit entry.
 
 use sqlx::AnyConnection;
 
