@@ -394,6 +394,9 @@ pub mod export {
         points: i64,
         methodology_version: Option<String>,
         capped: bool,
+        /// What the line did not earn: a linked account had claimed it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        counted_elsewhere: Option<Value>,
     }
 
     impl From<&LedgerLine> for LedgerLineView {
@@ -407,6 +410,9 @@ pub mod export {
                 points: l.points,
                 methodology_version: l.methodology_version.clone(),
                 capped: l.capped,
+                counted_elsewhere: l
+                    .counted_elsewhere
+                    .map(|e| serde_json::json!({"reduction_g": e.reduction, "points": e.points})),
             }
         }
     }

@@ -69,6 +69,8 @@ pub struct LedgerLine {
     pub points: i64,
     pub methodology_version: Option<String>,
     pub capped: bool,
+    /// What the line did not earn because a linked account had claimed it.
+    pub counted_elsewhere: Option<super::CountedElsewhere>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -82,6 +84,8 @@ struct LedgerRow {
     methodology_version: String,
     capped: i64,
     id: i64,
+    counted_elsewhere_mg: i64,
+    counted_elsewhere_points: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -146,7 +150,8 @@ impl ExportSession {
         // Two key ranges, merged: the rest of the cursor's day, then later
         // days. (SQLite does not use a row-value range on an integer
         // primary key, which made each page rescan the cursor's day.)
-        const COLUMNS: &str = "day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id";
+        const COLUMNS: &str = "day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id, \
+                               counted_elsewhere_mg, counted_elsewhere_points";
         let rows = sqlx::query_as::<_, LedgerRow>(&format!(
             "SELECT * FROM (SELECT {COLUMNS} FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 \
              AND day = $3 AND id > $4 UNION ALL SELECT {COLUMNS} FROM ledger_entries \
@@ -174,6 +179,12 @@ impl ExportSession {
                 points: row.points,
                 methodology_version: text(row.methodology_version),
                 capped: row.capped != 0,
+                counted_elsewhere: (row.counted_elsewhere_mg != 0 || row.counted_elsewhere_points != 0).then_some(
+                    super::CountedElsewhere {
+                        reduction: Milligrams(row.counted_elsewhere_mg),
+                        points: row.counted_elsewhere_points,
+                    },
+                ),
             });
         }
         self.ledger_after = last.filter(|_| full);

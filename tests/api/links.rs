@@ -56,6 +56,14 @@ async fn link(app: &TestApp, bank: &str) -> String {
     linked["link_id"].as_str().unwrap().to_owned()
 }
 
+/// Exports with links and counted-elsewhere lines still follow the schema.
+fn assert_schema_valid(export: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/export.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(export).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 fn problem_type(body: &Value) -> &str {
     body["type"].as_str().unwrap_or_default()
 }
@@ -128,6 +136,7 @@ async fn link_and_unlink(app: TestApp) {
         json!([{"link_id": link_id, "platform": "bank", "linked_on": linked["linked_on"]}])
     );
     assert_no_user_ids(&export);
+    assert_schema_valid(&export);
 
     // A platform may not link its own two accounts.
     app.consent_as(&app.key, "city-user-2", &ALL).await;
@@ -314,6 +323,18 @@ async fn the_same_ride_from_two_linked_platforms_counts_once(app: TestApp) {
     assert_eq!(view["total"], json!({"events": 3, "reduction_g": 160, "points": 20}));
     assert!(view["linked"][0].get("records").is_none(), "totals only: {view}");
     assert_no_user_ids(&view);
+
+    // The bank's export explains the zero line too.
+    let (status, export) = app.get_as(&bank, &format!("/v1/subjects/{BANK_USER}/export")).await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    let explained: Vec<&Value> = export["ledger"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.get("counted_elsewhere"))
+        .collect();
+    assert_eq!(explained, vec![&json!({"reduction_g": 80, "points": 10})]);
+    assert_schema_valid(&export);
 
     // The log explains the zero, and its totals still reconcile.
     let entries = app.audit_entries(0, 10_000).await.unwrap();
