@@ -502,6 +502,38 @@ async fn a_link_stores_no_user_id_and_no_code(app: TestApp) {
     }
 }
 
+/// Quantities overlap as far as they go: 3 km reported by one platform
+/// and 5 km by the other earn 3 km and 2 km.
+async fn overlapping_quantities_count_once(app: TestApp) {
+    let bank = two_platforms(&app).await;
+    link(&app, &bank).await;
+    let city = post_one(
+        &app,
+        &app.key,
+        event("city-bike-1", CITY_USER, "cycling", json!({"distance_m": 3000})),
+    )
+    .await;
+    assert_eq!(
+        (city["reduction_g"].clone(), city["points"].clone()),
+        (json!(279.9), json!(3))
+    );
+    let bank_ride = post_one(
+        &app,
+        &bank,
+        event("bank-bike-1", BANK_USER, "cycling", json!({"distance_m": 5000})),
+    )
+    .await;
+    assert_eq!(
+        (bank_ride["reduction_g"].clone(), bank_ride["points"].clone()),
+        (json!(186.6), json!(2)),
+        "{bank_ride}"
+    );
+    assert_eq!(bank_ride["counted_elsewhere"]["reduction_g"], json!(279.9));
+    assert_eq!(bank_ride["counted_elsewhere"]["points"], json!(3));
+    let (_, view) = linked_account(&app, &bank, BANK_USER).await;
+    assert_eq!(view["total"]["reduction_g"], json!(466.5), "the 5 km, once: {view}");
+}
+
 /// One code, redeemed at once by several accounts: exactly one is linked.
 async fn a_code_redeemed_concurrently_links_once(app: TestApp) {
     let bank = two_platforms(&app).await;
@@ -530,6 +562,7 @@ async fn a_code_redeemed_concurrently_links_once(app: TestApp) {
 
 on_both_engines!(
     a_code_redeemed_concurrently_links_once,
+    overlapping_quantities_count_once,
     link_and_unlink,
     codes_expire_and_consent_gates_both_sides,
     the_same_ride_from_two_linked_platforms_counts_once,
