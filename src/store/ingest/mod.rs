@@ -1,7 +1,8 @@
 //! Recording a batch of minimized events: one transaction for the whole
 //! batch, a handful of statements whatever its size (the round trips, not
 //! the crypto, decide throughput). In three steps: load what the batch's
-//! subjects already have (keys, consents, receipts, daily usage), decide
+//! subjects already have (keys, consents, receipts, daily usage, and what
+//! their linked accounts on other platforms claimed those days), decide
 //! each event (`decide`, pure), write the rows (`rows`).
 
 use std::collections::{BTreeSet, HashMap};
@@ -131,7 +132,8 @@ struct ReceiptRow {
     counted_elsewhere_points: i64,
 }
 
-/// Credited events and milligrams of one subject, day, kind and variant.
+/// Reported events and milligrams of one subject, day, kind and variant
+/// (credited here or counted elsewhere).
 #[derive(sqlx::FromRow)]
 struct UsageRow {
     subject: Vec<u8>,
