@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::extract::{Caller, JsonBody};
 use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
 use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Milligrams};
-use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt, StoreError};
+use crate::store::{CountedElsewhere, IngestItem, IngestOutcome, Purpose, Receipt, StoreError};
 
 #[derive(Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,8 +41,30 @@ struct ReceiptView {
     capped: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_seq: Option<u64>,
+    /// The part of the behaviour a linked account on another platform had
+    /// reported already: counted there, not here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counted_elsewhere: Option<CountedElsewhereView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<Problem>,
+}
+
+#[derive(Serialize)]
+struct CountedElsewhereView {
+    reduction_g: Milligrams,
+    points: i64,
+    note: &'static str,
+}
+
+impl From<CountedElsewhere> for CountedElsewhereView {
+    fn from(e: CountedElsewhere) -> Self {
+        Self {
+            reduction_g: e.reduction,
+            points: e.points,
+            note: "a linked account on another platform reported the same behaviour (same kind, day and variant) \
+                   first; a reduction is claimed once (DB11/T 3043-2024), so this part is counted there, not here",
+        }
+    }
 }
 
 impl ReceiptView {
@@ -56,6 +78,7 @@ impl ReceiptView {
             methodology_version: Some(r.methodology_version),
             capped: Some(r.capped),
             audit_seq: Some(r.audit_seq),
+            counted_elsewhere: r.counted_elsewhere.map(CountedElsewhereView::from),
             problem: None,
         }
     }
@@ -70,6 +93,7 @@ impl ReceiptView {
             methodology_version: None,
             capped: None,
             audit_seq: None,
+            counted_elsewhere: None,
             problem: Some(problem),
         }
     }

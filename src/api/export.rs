@@ -191,6 +191,13 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
         .map(|e| ConsentEventView::new(e, methodology))
         .collect();
     pages.json(&history)?;
+    pages.push(b",\"links\":");
+    let links: Vec<serde_json::Value> = h
+        .links
+        .iter()
+        .map(|l| serde_json::json!({"link_id": hex::encode(l.link_id), "platform": l.platform, "linked_on": l.linked_on.to_string()}))
+        .collect();
+    pages.json(&links)?;
     pages.push(b",\"records\":[");
     let mut factors = Factors::default();
     let mut first = true;

@@ -7,6 +7,7 @@ mod detach;
 mod events;
 mod export;
 mod extract;
+mod links;
 mod meta;
 mod points;
 pub mod problem;
@@ -67,6 +68,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/subjects/{id}/consents/{purpose}",
             put(consents::grant).delete(consents::withdraw),
         )
+        .route("/v1/subjects/{id}/link-codes", post(links::issue_code))
+        .route("/v1/subjects/{id}/links", post(links::redeem))
+        .route("/v1/subjects/{id}/links/{link}", delete(links::unlink))
+        .route("/v1/subjects/{id}/linked-account", get(links::linked_account))
         .route("/v1/consent/purposes", get(consents::purposes))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/public-key", get(audit::public_key))

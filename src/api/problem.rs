@@ -131,15 +131,6 @@ impl ApiError {
                 StoreError::Forbidden(what) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", format!("this key's role may not {what}")),
                 StoreError::SubjectNotFound => Problem::new(S::NOT_FOUND, "subject-not-found", "Subject not found", "no data is held on this subject for this platform"),
                 StoreError::Conflict(why) => Problem::new(S::CONFLICT, "conflict", "Conflict", why.clone()),
-                StoreError::ConsentRequired(purpose) => Problem::new(
-                    S::FORBIDDEN,
-                    "consent-required",
-                    "Consent required",
-                    format!(
-                        "the person has not consented to purpose {purpose} under the current notice; \
-                         record their consent with PUT /v1/subjects/{{id}}/consents/{purpose}"
-                    ),
-                ),
                 StoreError::InsufficientPoints { .. } => {
                     Problem::new(S::CONFLICT, "insufficient-points", "Insufficient points", e.to_string())
                 }
@@ -183,6 +174,28 @@ impl ApiError {
                     "record-integrity",
                     "Record integrity failure",
                     "a stored record failed its integrity check; nothing was returned and the operator has been alerted",
+                ),
+                StoreError::ConsentRequired { purpose, other_side } => Problem::new(
+                    S::FORBIDDEN,
+                    "consent-required",
+                    "Consent required",
+                    if *other_side {
+                        format!("the account that issued the link code has not consented to purpose {purpose} under the current notice; nothing was linked")
+                    } else {
+                        format!("the person has not consented to purpose {purpose} under the current notice; record their consent with PUT /v1/subjects/{{id}}/consents/{purpose}")
+                    },
+                ),
+                StoreError::LinkCodeInvalid => Problem::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "link-code-invalid",
+                    "Link code not valid",
+                    "the link code is unknown, already used or expired; nothing was linked; ask the other platform for a new code",
+                ),
+                StoreError::LinkNotFound => Problem::new(
+                    S::NOT_FOUND,
+                    "link-not-found",
+                    "Link not found",
+                    "this account has no link by that id (it may have been unlinked already)",
                 ),
                 e if e.is_busy() => Problem::new(
                     S::SERVICE_UNAVAILABLE,

@@ -433,6 +433,9 @@ pub mod export {
         points: i64,
         methodology_version: Option<String>,
         capped: bool,
+        /// What the line did not earn: a linked account had claimed it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        counted_elsewhere: Option<Value>,
     }
 
     impl From<&LedgerLine> for LedgerLineView {
@@ -446,6 +449,9 @@ pub mod export {
                 points: l.points,
                 methodology_version: l.methodology_version.clone(),
                 capped: l.capped,
+                counted_elsewhere: l
+                    .counted_elsewhere
+                    .map(|e| serde_json::json!({"reduction_g": e.reduction, "points": e.points})),
             }
         }
     }
@@ -488,7 +494,15 @@ pub mod export {
                      (processor)"
                         .to_owned(),
                     "auditors: audit entries only, under the audit reference, never the records".to_owned(),
-                ],
+                ]
+                .into_iter()
+                .chain(h.links.iter().map(|l| {
+                    format!(
+                        "{}: a platform this account is linked with (interconnection consent), which sees its totals only",
+                        l.platform
+                    )
+                }))
+                .collect(),
                 methodologies: h
                     .methodologies
                     .iter()

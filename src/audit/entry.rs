@@ -32,6 +32,8 @@ pub enum ReadScope {
     Records,
     Consents,
     Export,
+    /// The consolidated view of linked accounts.
+    LinkedAccount,
 }
 
 /// How many rows of each class an erasure purged.
@@ -51,6 +53,7 @@ impl ReadScope {
             ReadScope::Records => 2,
             ReadScope::Consents => 3,
             ReadScope::Export => 4,
+            ReadScope::LinkedAccount => 5,
         }
     }
 
@@ -60,6 +63,7 @@ impl ReadScope {
             ReadScope::Records,
             ReadScope::Consents,
             ReadScope::Export,
+            ReadScope::LinkedAccount,
         ]
         .into_iter()
         .find(|s| s.code() == code)
@@ -190,6 +194,72 @@ pub enum Action {
         subject: AuditRef,
         items: u32,
     },
+    /// A platform issued a link code for its account (the code itself is
+    /// never logged).
+    LinkCodeIssued {
+        subject: AuditRef,
+    },
+    /// Two accounts were linked: one entry per side, logged under that
+    /// side's platform; the link id pairs them (the entries name no other
+    /// platform, so neither platform's stream shows who the other is).
+    AccountsLinked {
+        subject: AuditRef,
+        link_id: [u8; 16],
+    },
+    /// A link was removed: one entry per side, as for linking.
+    AccountsUnlinked {
+        subject: AuditRef,
+        link_id: [u8; 16],
+        reason: UnlinkReason,
+    },
+    /// Part of a record's credit was claimed already by a linked account
+    /// (the record's own entry holds what it earned).
+    CountedElsewhere {
+        subject: AuditRef,
+        record_id: [u8; 16],
+        link_id: [u8; 16],
+        reduction_mg: i64,
+        points: i64,
+    },
+}
+
+/// Why a link was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlinkReason {
+    /// A platform asked (`DELETE .../links/{link}`).
+    Requested,
+    /// One side was erased.
+    Erased,
+    /// One side withdrew the `interconnection` consent.
+    ConsentWithdrawn,
+}
+
+impl UnlinkReason {
+    fn code(self) -> u8 {
+        match self {
+            UnlinkReason::Requested => 1,
+            UnlinkReason::Erased => 2,
+            UnlinkReason::ConsentWithdrawn => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        [
+            UnlinkReason::Requested,
+            UnlinkReason::Erased,
+            UnlinkReason::ConsentWithdrawn,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnlinkReason::Requested => "requested",
+            UnlinkReason::Erased => "erased",
+            UnlinkReason::ConsentWithdrawn => "consent_withdrawn",
+        }
+    }
 }
 
 impl Action {
@@ -213,6 +283,10 @@ impl Action {
             Action::PointsRefunded { .. } => 21,
             Action::PointsExpired { .. } => 22,
             Action::RedemptionsRead { .. } => 23,
+            Action::LinkCodeIssued { .. } => 30,
+            Action::AccountsLinked { .. } => 31,
+            Action::AccountsUnlinked { .. } => 32,
+            Action::CountedElsewhere { .. } => 33,
         }
     }
 
@@ -227,6 +301,10 @@ impl Action {
             | Action::PointsRedeemed { subject, .. }
             | Action::PointsRefunded { subject, .. }
             | Action::RedemptionsRead { subject, .. } => Some(subject),
+            Action::LinkCodeIssued { subject }
+            | Action::AccountsLinked { subject, .. }
+            | Action::AccountsUnlinked { subject, .. }
+            | Action::CountedElsewhere { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -377,6 +455,33 @@ impl AuditEntry {
                 w.extend_from_slice(subject.as_bytes());
                 w.extend_from_slice(&items.to_be_bytes());
             }
+            Action::LinkCodeIssued { subject } => w.extend_from_slice(subject.as_bytes()),
+            Action::AccountsLinked { subject, link_id } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(link_id);
+            }
+            Action::AccountsUnlinked {
+                subject,
+                link_id,
+                reason,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(link_id);
+                w.push(reason.code());
+            }
+            Action::CountedElsewhere {
+                subject,
+                record_id,
+                link_id,
+                reduction_mg,
+                points,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(record_id);
+                w.extend_from_slice(link_id);
+                w.extend_from_slice(&reduction_mg.to_be_bytes());
+                w.extend_from_slice(&points.to_be_bytes());
+            }
         }
         w
     }
@@ -483,6 +588,25 @@ impl AuditEntry {
             23 => Action::RedemptionsRead {
                 subject: AuditRef::from_bytes(r.array()?),
                 items: r.u32()?,
+            },
+            30 => Action::LinkCodeIssued {
+                subject: AuditRef::from_bytes(r.array()?),
+            },
+            31 => Action::AccountsLinked {
+                subject: AuditRef::from_bytes(r.array()?),
+                link_id: r.array()?,
+            },
+            32 => Action::AccountsUnlinked {
+                subject: AuditRef::from_bytes(r.array()?),
+                link_id: r.array()?,
+                reason: UnlinkReason::from_code(r.u8()?).ok_or(DecodeError("unknown unlink reason"))?,
+            },
+            33 => Action::CountedElsewhere {
+                subject: AuditRef::from_bytes(r.array()?),
+                record_id: r.array()?,
+                link_id: r.array()?,
+                reduction_mg: r.i64()?,
+                points: r.i64()?,
             },
             _ => return Err(DecodeError("unknown action tag")),
         };
@@ -621,6 +745,38 @@ impl AuditEntry {
                 "redemptions_read",
                 json!({"subject_ref": hex::encode(subject.as_bytes()), "items": items}),
             ),
+            Action::LinkCodeIssued { subject } => (
+                "link_code_issued",
+                json!({"subject_ref": hex::encode(subject.as_bytes())}),
+            ),
+            Action::AccountsLinked { subject, link_id } => (
+                "accounts_linked",
+                json!({"subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id)}),
+            ),
+            Action::AccountsUnlinked {
+                subject,
+                link_id,
+                reason,
+            } => (
+                "accounts_unlinked",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id),
+                    "reason": reason.as_str(),
+                }),
+            ),
+            Action::CountedElsewhere {
+                subject,
+                record_id,
+                link_id,
+                reduction_mg,
+                points,
+            } => (
+                "counted_elsewhere",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "record_id": hex::encode(record_id),
+                    "link_id": hex::encode(link_id), "reduction_mg": reduction_mg, "points": points,
+                }),
+            ),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -744,6 +900,23 @@ pub(crate) mod tests {
                 purpose: Purpose::Accounting,
                 records: 4,
                 ledger_entries: 4,
+            },
+            Action::LinkCodeIssued { subject },
+            Action::AccountsLinked {
+                subject,
+                link_id: [4; 16],
+            },
+            Action::AccountsUnlinked {
+                subject,
+                link_id: [4; 16],
+                reason: UnlinkReason::ConsentWithdrawn,
+            },
+            Action::CountedElsewhere {
+                subject,
+                record_id: [2; 16],
+                link_id: [4; 16],
+                reduction_mg: 80_000,
+                points: 10,
             },
             Action::SubjectErased {
                 subject,

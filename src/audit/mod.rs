@@ -16,5 +16,5 @@ pub mod offline;
 pub mod verify;
 
 pub use chain::GENESIS;
-pub use entry::{Action, AuditEntry, ErasureCounts, ReadScope, SweepCounts};
+pub use entry::{Action, AuditEntry, ErasureCounts, ReadScope, SweepCounts, UnlinkReason};
 pub use verify::{LogVerifier, StoredRow, VerifiedLog, VerifyError};

@@ -79,6 +79,13 @@ impl PseudonymKey {
         hasher.update(description.as_bytes());
         *hasher.finalize().as_bytes()
     }
+
+    /// What is stored of a link code: a keyed hash, so a copy of the
+    /// database cannot redeem an outstanding code. The code is not tied to
+    /// a tenant here: the redeeming platform is another one.
+    pub fn link_code_hash(&self, code: &str) -> [u8; 32] {
+        self.hash(b"link-code", TenantId::new(0), code)
+    }
 }
 
 /// A subject's per-tenant pseudonym: keyed BLAKE3 of the external id.

@@ -24,6 +24,10 @@ pub enum Permission {
     /// Redeem and refund a person's points.
     #[serde(rename = "points.redeem")]
     RedeemPoints,
+    /// Link a person's accounts across platforms, unlink them, and read the
+    /// consolidated view.
+    #[serde(rename = "subjects.link")]
+    LinkSubjects,
     /// Every audit entry, checkpoints and proofs.
     #[serde(rename = "audit.read")]
     ReadAudit,
@@ -50,6 +54,7 @@ impl Permission {
                 | Permission::ExportSubjects
                 | Permission::EraseSubjects
                 | Permission::RedeemPoints
+                | Permission::LinkSubjects
         )
     }
 
@@ -62,6 +67,7 @@ impl Permission {
             Permission::ExportSubjects => "export a person's data",
             Permission::EraseSubjects => "erase a person's data",
             Permission::RedeemPoints => "redeem or refund points",
+            Permission::LinkSubjects => "link accounts across platforms",
             Permission::ReadAudit | Permission::ReadOwnAudit => "read the audit log",
             Permission::ReadReports | Permission::ReadOwnReports => "read reduction reports",
         }

@@ -21,7 +21,10 @@
 //! its own tombstone), batch ingest (`ingest/`, many subjects at once) and
 //! the re-seal after a root key rotation (`rotation.rs`, which returns no
 //! personal data and logs each batch) look keys up and check tombstones the
-//! same way themselves; nothing else in the store derives a subject's keys.
+//! same way themselves; nothing else in the store derives a subject's keys,
+//! except that redeeming a link code (`links.rs`, inside the redeeming
+//! account's door) derives the issuing account's audit reference, for that
+//! account's own audit entry.
 
 use sqlx::AnyConnection;
 
@@ -97,7 +100,10 @@ impl SubjectTx<'_> {
 #[must_use]
 pub(super) struct Audited<T> {
     value: T,
-    actions: Vec<Action>,
+    /// Each entry with the tenant it is logged under: the acting one
+    /// (`None`), or the platform whose account on the other side of a link
+    /// the entry concerns, so that its own audit stream shows it.
+    actions: Vec<(Option<TenantId>, Action)>,
 }
 
 impl<T> Audited<T> {
@@ -105,13 +111,19 @@ impl<T> Audited<T> {
     pub(super) fn new(value: T, action: Action) -> Self {
         Self {
             value,
-            actions: vec![action],
+            actions: vec![(None, action)],
         }
     }
 
     /// One more entry, after the others.
     pub(super) fn and(mut self, action: Option<Action>) -> Self {
-        self.actions.extend(action);
+        self.actions.extend(action.map(|a| (None, a)));
+        self
+    }
+
+    /// More entries, each logged under the tenant whose account it concerns.
+    pub(super) fn and_for(mut self, actions: impl IntoIterator<Item = (TenantId, Action)>) -> Self {
+        self.actions.extend(actions.into_iter().map(|(t, a)| (Some(t), a)));
         self
     }
 
@@ -179,8 +191,8 @@ impl Store {
                 keys,
             });
         }
-        for action in actions {
-            w.append(Some(tenant), action);
+        for (logged_under, action) in actions {
+            w.append(Some(logged_under.unwrap_or(tenant)), action);
         }
         let audit_seq = w.appender_seq();
         w.commit().await?;

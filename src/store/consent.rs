@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::access::{Audited, Committed, Enrol, SubjectTx};
 use super::sql::{select_in, Arg, Params};
 use super::{Access, Store, StoreError, WriteTx};
-use crate::audit::{Action, ReadScope};
+use crate::audit::{Action, ReadScope, UnlinkReason};
 use crate::crypto::SubjectRef;
 use crate::domain::{SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
@@ -250,7 +250,15 @@ impl Store {
             // Nothing of any kind is covered any more.
             let none = Kinds::Only(BTreeSet::new());
             let (deleted, purged) = self.purge_uncovered_if_accounting(tx, purpose, &none).await?;
-            Ok(Audited::new(deleted, withdrawn).and(purged))
+            // Without interconnection there is no link: both sides go now.
+            let unlinked = match purpose {
+                Purpose::Interconnection => {
+                    let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
+                    Self::unlink_all(tx.conn(), tenant, &subject, UnlinkReason::ConsentWithdrawn).await?
+                }
+                _ => Vec::new(),
+            };
+            Ok(Audited::new(deleted, withdrawn).and(purged).and_for(unlinked))
         };
         let done = self
             .with_subject(access, Permission::ManageConsents, subject, Enrol::KnownOnly, withdraw)

@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use super::sql::{execute_in, select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
-use crate::audit::{Action, AuditEntry, ErasureCounts};
+use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
 use crate::crypto::SubjectRef;
 use crate::domain::{Day, SubjectId};
 use crate::policy::Permission;
@@ -145,6 +145,14 @@ impl Store {
                     consents,
                     consent_history,
                 };
+                // Erasure on either side unlinks, in the same transaction
+                // (no moment where a link points at an erased account), and
+                // logged before the erasure: nothing may name an audit
+                // reference after its erasure entry.
+                for (side, action) in Self::unlink_all(w.conn(), tenant, &keys.ledger_ref, UnlinkReason::Erased).await?
+                {
+                    w.append(Some(side), action);
+                }
                 let audit_seq = w.append(
                     Some(tenant),
                     Action::SubjectErased {
@@ -418,6 +426,19 @@ impl Store {
             })
             .await?;
         }
+        // Links and codes of an account whose key is gone (a key store
+        // restored from before an erasure, then re-shredded): both sides.
+        execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
+            format!(
+                "DELETE FROM subject_links WHERE link_id IN (SELECT link_id FROM subject_links WHERE subject IN ({}))",
+                p.list(n)
+            )
+        })
+        .await?;
+        execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
+            format!("DELETE FROM link_codes WHERE subject IN ({})", p.list(n))
+        })
+        .await?;
         w.append(None, Action::OrphansPurged { rows });
         w.commit().await?;
         self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;

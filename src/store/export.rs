@@ -29,6 +29,8 @@ pub struct ExportHeader {
     pub controller: Controller,
     pub consents: Vec<Consent>,
     pub consent_history: Vec<ConsentEvent>,
+    /// The person's links with accounts on other platforms.
+    pub links: Vec<super::LinkView>,
     /// Totals of the ledger lines: the behaviours' reduction, and every
     /// line's points.
     pub reduction: Milligrams,
@@ -70,6 +72,8 @@ pub struct LedgerLine {
     pub points: i64,
     pub methodology_version: Option<String>,
     pub capped: bool,
+    /// What the line did not earn because a linked account had claimed it.
+    pub counted_elsewhere: Option<super::CountedElsewhere>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -83,6 +87,8 @@ struct LedgerRow {
     methodology_version: String,
     capped: i64,
     id: i64,
+    counted_elsewhere_mg: i64,
+    counted_elsewhere_points: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -149,7 +155,8 @@ impl ExportSession {
         // Two key ranges, merged: the rest of the cursor's day, then later
         // days. (SQLite does not use a row-value range on an integer
         // primary key, which made each page rescan the cursor's day.)
-        const COLUMNS: &str = "day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id";
+        const COLUMNS: &str = "day, record_id, kind, variant, reduction_mg, points, methodology_version, capped, id, \
+                               counted_elsewhere_mg, counted_elsewhere_points";
         let rows = sqlx::query_as::<_, LedgerRow>(&format!(
             "SELECT * FROM (SELECT {COLUMNS} FROM ledger_entries WHERE tenant_id = $1 AND subject = $2 \
              AND day = $3 AND id > $4 UNION ALL SELECT {COLUMNS} FROM ledger_entries \
@@ -177,6 +184,12 @@ impl ExportSession {
                 points: row.points,
                 methodology_version: text(row.methodology_version),
                 capped: row.capped != 0,
+                counted_elsewhere: (row.counted_elsewhere_mg != 0 || row.counted_elsewhere_points != 0).then_some(
+                    super::CountedElsewhere {
+                        reduction: Milligrams(row.counted_elsewhere_mg),
+                        points: row.counted_elsewhere_points,
+                    },
+                ),
             });
         }
         self.ledger_after = last.filter(|_| full);
@@ -333,6 +346,7 @@ impl Store {
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
+        let links = self.links_of(&mut *snapshot, tenant, &s).await?;
         let (reduction_mg, points_balance): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(CASE WHEN record_id IS NULL THEN 0 ELSE reduction_mg END), 0) AS BIGINT), \
              CAST(COALESCE(SUM(points), 0) AS BIGINT) \
@@ -389,6 +403,7 @@ impl Store {
             controller: Controller { tenant, name },
             consents,
             consent_history,
+            links,
             reduction: Milligrams(reduction_mg),
             points_balance,
             records: u32::try_from(records).unwrap_or(u32::MAX),

@@ -26,6 +26,17 @@ impl Store {
         row.map(KeyRow::into_key).transpose()
     }
 
+    /// The key whose ledger reference is `ledger_ref`, if it still exists:
+    /// how a link code finds the issuing account's key (the code row holds
+    /// only that reference).
+    pub(super) async fn key_by_ledger_ref(&self, ledger_ref: &[u8]) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query_as::<_, KeyRow>("SELECT key_id, salt FROM subject_keys WHERE ledger_ref = $1")
+            .bind(ledger_ref.to_vec())
+            .fetch_optional(&self.keys)
+            .await?;
+        row.map(KeyRow::into_key).transpose()
+    }
+
     /// The subject's key, created if missing. Committed in the key store
     /// before anything is written under it, so a crash in between leaves an
     /// unused salt, never data without its key.

@@ -17,6 +17,7 @@ mod erasure;
 mod export;
 mod ingest;
 mod keystore;
+mod links;
 mod points;
 mod reads;
 mod retention;
@@ -44,7 +45,8 @@ pub use consent::{Consent, ConsentChange, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
-pub use ingest::{IngestItem, IngestOutcome, Receipt, RecordId};
+pub use ingest::{CountedElsewhere, IngestItem, IngestOutcome, Receipt, RecordId};
+pub use links::{LinkCode, LinkView, LinkedAccount, LINK_CODE_MINUTES};
 pub use points::{
     Expiring, ExpiryCounts, PointsSummary, Redemption, RedemptionRequest, RedemptionStatus, MAX_REDEMPTIONS_LISTED,
 };
@@ -86,9 +88,6 @@ pub enum StoreError {
     StaleNotice { purpose: Purpose, given: u32, current: u32 },
     #[error("{0}")]
     Conflict(String),
-    /// The person has not consented to the purpose under the current notice.
-    #[error("the person has not consented to purpose {0} under the current notice")]
-    ConsentRequired(Purpose),
     /// A redemption asked for more points than the balance holds.
     #[error("the balance is {balance} points; {requested} were asked for")]
     InsufficientPoints { balance: i64, requested: i64 },
@@ -113,6 +112,16 @@ pub enum StoreError {
     Integrity,
     #[error("inconsistent stored data: {0}")]
     Corrupt(String),
+    /// The person (or, with `other_side`, the account on the other
+    /// platform) has not consented to `purpose` under the current notice.
+    #[error("consent to {purpose} is required")]
+    ConsentRequired { purpose: Purpose, other_side: bool },
+    /// A link code that is unknown, used or expired: told apart to nobody.
+    #[error("the link code is not valid")]
+    LinkCodeInvalid,
+    /// No link by that id on this account.
+    #[error("no such link")]
+    LinkNotFound,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -349,6 +358,7 @@ impl Store {
         let serves = match permission {
             Permission::RecordEvents | Permission::ReadSubjects => Some(Purpose::Accounting),
             Permission::RedeemPoints => Some(Purpose::Rewards),
+            Permission::LinkSubjects => Some(Purpose::Interconnection),
             _ => None,
         };
         match serves {

@@ -67,6 +67,12 @@ impl Store {
             audit_entries: audit_log::prune_before(w.conn(), c.audit_at).await?,
             ..counts
         };
+        // Expired link codes: worthless already (redemption checks the
+        // time), gone now. Not counted: the entry's counts are fixed.
+        sqlx::query("DELETE FROM link_codes WHERE expires_at < $1")
+            .bind(today.now.unix_timestamp())
+            .execute(w.conn())
+            .await?;
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
         self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;

@@ -14,6 +14,7 @@ mod cli;
 mod consent;
 mod events;
 mod hangups;
+mod links;
 mod model;
 mod points;
 mod privacy;

@@ -10,6 +10,7 @@ use crate::crypto::{EventKey, SubjectRef};
 use crate::domain::{Assessment, CoarseRecord, DailyUsage, Day, Methodology};
 use crate::policy::Purpose;
 use crate::store::consent::ConsentState;
+use crate::store::links::LinkedClaims;
 use crate::store::StoreError;
 
 type DayKey = (SubjectRef, Day, String);
@@ -54,8 +55,31 @@ impl Usage {
 pub(super) enum Decision {
     /// Nothing is written; the outcome says why.
     NotRecorded(IngestOutcome),
-    /// Recorded with these figures.
-    Record { assessment: Assessment, points: i64 },
+    /// Recorded with these figures, less the part counted elsewhere.
+    Record {
+        assessment: Assessment,
+        points: i64,
+        elsewhere: Option<Elsewhere>,
+    },
+}
+
+/// The part of an assessment a linked account had claimed already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Elsewhere {
+    pub reduction_mg: i64,
+    pub points: i64,
+    /// The link whose account claimed it.
+    pub link_id: [u8; 16],
+}
+
+/// Counting once across linked accounts (docs/linking.md): of a
+/// behaviour's `assessed` milligrams, the part the linked accounts had
+/// claimed already on the same day, kind and variant beyond what this
+/// account had (`own_before`), up to the whole. The person's total for the
+/// day is then the largest of the platforms' reports, never their sum:
+/// each report adds only what exceeds what was counted.
+pub(super) fn overlap_mg(assessed: i64, own_before: i64, linked_claim: i64) -> i64 {
+    (linked_claim - own_before).clamp(0, assessed.max(0))
 }
 
 impl Decision {
@@ -71,11 +95,13 @@ impl Decision {
 /// event's content fingerprint, if the person has a key (only consent
 /// creates one). A recorded event's credit is added to `usage`, so the
 /// batch's later events count it against the caps.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decide(
     methodology: &Methodology,
     consents: &ConsentState,
     seen: &HashMap<EventKey, (Receipt, [u8; 32])>,
     usage: &mut Usage,
+    linked: &LinkedClaims,
     subject: Option<(SubjectRef, [u8; 32])>,
     event_key: &EventKey,
     record: &CoarseRecord,
@@ -112,15 +138,39 @@ pub(super) fn decide(
                 methodology.version
             ))
         })?;
+    let own_before = usage.of(&day_key, &variant).variant_mg;
     // Caps count credited events: one recorded at zero uses no allowance.
     let credited = i64::from(assessment.reduction.0 > 0);
-    usage.add(day_key, variant, credited, assessment.reduction.0);
     let points = if consents.allows(&subject, Purpose::Rewards, record.kind()) {
         assessment.points
     } else {
         0
     };
-    Ok(Decision::Record { assessment, points })
+    // Linked accounts count only while this side consents too (the far
+    // side's consent is checked where the claims are loaded).
+    let elsewhere = linked
+        .get(&subject, record.day(), record.kind(), &variant)
+        .filter(|_| consents.allows(&subject, Purpose::Interconnection, record.kind()))
+        .and_then(|(claim, link_id)| {
+            let assessed = assessment.reduction.0;
+            let overlap = overlap_mg(assessed, own_before, claim);
+            // Points follow the grams, rounded so the earned part is
+            // rounded down.
+            let earned_points = (i128::from(points) * i128::from(assessed - overlap))
+                .checked_div(i128::from(assessed))
+                .unwrap_or(0) as i64;
+            (overlap > 0).then_some(Elsewhere {
+                reduction_mg: overlap,
+                points: points - earned_points,
+                link_id,
+            })
+        });
+    usage.add(day_key, variant, credited, assessment.reduction.0);
+    Ok(Decision::Record {
+        assessment,
+        points,
+        elsewhere,
+    })
 }
 
 #[cfg(test)]
@@ -140,6 +190,7 @@ mod tests {
         consents: ConsentState,
         seen: HashMap<EventKey, (Receipt, [u8; 32])>,
         usage: Usage,
+        linked: LinkedClaims,
         pseudonyms: PseudonymKey,
     }
 
@@ -158,6 +209,7 @@ mod tests {
             consents,
             seen: HashMap::new(),
             usage: Usage::default(),
+            linked: LinkedClaims::default(),
             pseudonyms: RootKey::generate().pseudonym_key(),
         }
     }
@@ -188,6 +240,7 @@ mod tests {
                 &self.consents,
                 &self.seen,
                 &mut self.usage,
+                &self.linked,
                 fingerprint,
                 &key,
                 record,
@@ -219,7 +272,8 @@ mod tests {
     #[test]
     fn points_need_rewards_consent() {
         let plate = record("clean_plate", json!({}));
-        let Decision::Record { assessment, points } = batch(&[Purpose::Accounting]).decide("e1", Some(alice()), &plate)
+        let Decision::Record { assessment, points, .. } =
+            batch(&[Purpose::Accounting]).decide("e1", Some(alice()), &plate)
         else {
             panic!("recorded")
         };
@@ -240,6 +294,7 @@ mod tests {
             methodology_version: "v".into(),
             capped: false,
             audit_seq: 9,
+            counted_elsewhere: None,
         };
         let key = b.key("e1");
         b.seen.insert(key, (receipt.clone(), fingerprint));
@@ -276,6 +331,71 @@ mod tests {
                 .iter()
                 .all(|d| matches!(d, Decision::Record { assessment, .. } if assessment.capped)),
             "once capped, the rest of the day stays capped: {decided:?}"
+        );
+    }
+
+    #[test]
+    fn the_overlap_is_what_linked_accounts_claimed_beyond_this_one() {
+        // Nothing claimed elsewhere, or less than this account has: no overlap.
+        assert_eq!(overlap_mg(80_000, 0, 0), 0);
+        assert_eq!(overlap_mg(80_000, 160_000, 80_000), 0);
+        // The same ride reported on both: all of it.
+        assert_eq!(overlap_mg(80_000, 0, 80_000), 80_000);
+        // 3 km cycled elsewhere, 5 km here: the first 3 km overlap.
+        assert_eq!(overlap_mg(466_500, 0, 279_900), 279_900);
+        // Never more than the record's own credit.
+        assert_eq!(overlap_mg(80_000, 0, 800_000), 80_000);
+    }
+
+    #[test]
+    fn a_ride_a_linked_account_claimed_earns_nothing_here() {
+        let mut b = batch(&[Purpose::Accounting, Purpose::Rewards, Purpose::Interconnection]);
+        let ride = record("transit_ride", json!({"mode": "bus"}));
+        b.linked
+            .insert(alice(), ride.day(), "transit_ride", "bus", 80_000, [4; 16]);
+        let first = b.decide("e1", Some(alice()), &ride);
+        assert_eq!(
+            first,
+            Decision::Record {
+                assessment: Assessment {
+                    reduction: Milligrams(80_000),
+                    points: 10,
+                    capped: false
+                },
+                points: 10,
+                elsewhere: Some(Elsewhere {
+                    reduction_mg: 80_000,
+                    points: 10,
+                    link_id: [4; 16]
+                }),
+            }
+        );
+        // A second ride the same day is more than the other platform saw.
+        let second = b.decide("e2", Some(alice()), &ride);
+        assert!(matches!(second, Decision::Record { elsewhere: None, .. }), "{second:?}");
+        // Another mode is another behaviour.
+        let metro = record("transit_ride", json!({"mode": "metro"}));
+        let third = b.decide("e3", Some(alice()), &metro);
+        assert!(matches!(third, Decision::Record { elsewhere: None, .. }), "{third:?}");
+    }
+
+    #[test]
+    fn without_interconnection_consent_on_this_side_nothing_is_counted_elsewhere() {
+        let mut b = batch(&[Purpose::Accounting, Purpose::Rewards]);
+        let ride = record("transit_ride", json!({"mode": "bus"}));
+        b.linked
+            .insert(alice(), ride.day(), "transit_ride", "bus", 80_000, [4; 16]);
+        let decided = b.decide("e1", Some(alice()), &ride);
+        assert!(
+            matches!(
+                decided,
+                Decision::Record {
+                    elsewhere: None,
+                    points: 10,
+                    ..
+                }
+            ),
+            "{decided:?}"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Recording a batch of minimized events: one transaction for the whole
 //! batch, a handful of statements whatever its size (the round trips, not
 //! the crypto, decide throughput). In three steps: load what the batch's
-//! subjects already have (keys, consents, receipts, daily usage), decide
+//! subjects already have (keys, consents, receipts, daily usage, and what
+//! their linked accounts on other platforms claimed those days), decide
 //! each event (`decide`, pure), write the rows (`rows`).
 
 use std::collections::{BTreeSet, HashMap};
@@ -80,6 +81,17 @@ pub struct Receipt {
     pub capped: bool,
     /// The audit entry that records it.
     pub audit_seq: u64,
+    /// The part of the behaviour's credit a linked account had claimed
+    /// already, which this record did not earn (see docs/linking.md).
+    pub counted_elsewhere: Option<CountedElsewhere>,
+}
+
+/// What a record did not earn because a linked account on another
+/// platform had reported the same behaviour first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountedElsewhere {
+    pub reduction: Milligrams,
+    pub points: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,9 +129,12 @@ struct ReceiptRow {
     capped: i64,
     audit_seq: i64,
     content_hash: Vec<u8>,
+    counted_elsewhere_mg: i64,
+    counted_elsewhere_points: i64,
 }
 
-/// Credited events and milligrams of one subject, day, kind and variant.
+/// Reported events and milligrams of one subject, day, kind and variant
+/// (credited here or counted elsewhere).
 #[derive(sqlx::FromRow)]
 struct UsageRow {
     subject: Vec<u8>,
@@ -182,6 +197,7 @@ impl Store {
         let consents = self.consent_state(w, tenant, &refs).await?;
         let mut seen = self.known_receipts(w, tenant.get(), items).await?;
         let mut usage = self.usage(w, tenant.get(), &refs, first, last).await?;
+        let linked = self.linked_claims(w, tenant, &refs, first, last).await?;
 
         let mut outcomes = Vec::with_capacity(items.len());
         let mut rows = BatchRows::default();
@@ -194,12 +210,20 @@ impl Store {
                 &consents,
                 &seen,
                 &mut usage,
+                &linked,
                 subject.map(|k| k.ledger_ref).zip(fingerprint),
                 event_key,
                 record,
             )?;
-            let (Decision::Record { assessment, points }, Some(keys), Some(fingerprint)) =
-                (decided.clone(), subject, fingerprint)
+            let (
+                Decision::Record {
+                    assessment,
+                    points,
+                    elsewhere,
+                },
+                Some(keys),
+                Some(fingerprint),
+            ) = (decided.clone(), subject, fingerprint)
             else {
                 outcomes.push(decided.into_outcome());
                 continue;
@@ -213,6 +237,14 @@ impl Store {
                 day: record.day().days(),
             };
             let sealed = seal(keys, &aad, &record.encode());
+            // What the record earns: its assessment less what a linked
+            // account claimed already. The record's entry holds the earned
+            // figures, so the log's totals stay each account's totals.
+            let (elsewhere_mg, elsewhere_points) = elsewhere.map_or((0, 0), |e| (e.reduction_mg, e.points));
+            let (reduction, points) = (
+                Milligrams(assessment.reduction.0 - elsewhere_mg),
+                points - elsewhere_points,
+            );
             let audit_seq = w.append(
                 Some(tenant),
                 Action::RecordWritten {
@@ -221,19 +253,35 @@ impl Store {
                     kind: record.kind().to_owned(),
                     variant: record.variant().map(str::to_owned),
                     day: record.day(),
-                    reduction_mg: assessment.reduction.0,
+                    reduction_mg: reduction.0,
                     points,
                     methodology_version: methodology.version.clone(),
                     capped: assessment.capped,
                 },
             );
+            if let Some(e) = elsewhere {
+                w.append(
+                    Some(tenant),
+                    Action::CountedElsewhere {
+                        subject: keys.audit_ref,
+                        record_id: record_id.0,
+                        link_id: e.link_id,
+                        reduction_mg: e.reduction_mg,
+                        points: e.points,
+                    },
+                );
+            }
             let receipt = Receipt {
                 record_id,
-                reduction: assessment.reduction,
+                reduction,
                 points,
                 methodology_version: methodology.version.clone(),
                 capped: assessment.capped,
                 audit_seq,
+                counted_elsewhere: elsewhere.map(|e| CountedElsewhere {
+                    reduction: Milligrams(e.reduction_mg),
+                    points: e.points,
+                }),
             };
             rows.add(
                 tenant,
@@ -280,7 +328,8 @@ impl Store {
         let leading = [Arg::Int(tenant), Arg::Int(self.cutoffs(&w.today).idempotency_at)];
         let rows = select_in(w.conn(), self.engine, &leading, &keys, |p, n| {
             format!(
-                "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq, content_hash \
+                "SELECT event_key, record_id, reduction_mg, points, methodology_version, capped, audit_seq, content_hash, \
+                 counted_elsewhere_mg, counted_elsewhere_points \
                  FROM idempotency_keys WHERE tenant_id = {} AND created_at >= {} AND event_key IN ({})",
                 p.one(),
                 p.one(),
@@ -300,6 +349,12 @@ impl Store {
                 capped: row.capped != 0,
                 audit_seq: u64::try_from(row.audit_seq)
                     .map_err(|_| StoreError::Corrupt("a stored audit sequence number is negative".into()))?,
+                counted_elsewhere: (row.counted_elsewhere_mg != 0 || row.counted_elsewhere_points != 0).then_some(
+                    CountedElsewhere {
+                        reduction: Milligrams(row.counted_elsewhere_mg),
+                        points: row.counted_elsewhere_points,
+                    },
+                ),
             };
             let fingerprint = row
                 .content_hash
@@ -310,8 +365,11 @@ impl Store {
         Ok(out)
     }
 
-    /// What each subject in the batch already has credited on the batch's
-    /// days, for the methodology's daily caps.
+    /// What each subject in the batch already has on the batch's days, for
+    /// the methodology's daily caps and for counting once what a linked
+    /// account reported too: as the platform reported it, the part counted
+    /// elsewhere included, so that the caps apply to this platform's
+    /// reports whatever was linked.
     async fn usage(
         &self,
         w: &mut WriteTx<'_>,
@@ -330,8 +388,8 @@ impl Store {
         let rows = select_in(w.conn(), self.engine, &leading, &list, |p, n| {
             format!(
                 "SELECT subject, day, kind, variant, \
-                 CAST(SUM(CASE WHEN reduction_mg > 0 THEN 1 ELSE 0 END) AS BIGINT) AS credited, \
-                 CAST(COALESCE(SUM(reduction_mg), 0) AS BIGINT) AS reduction_mg \
+                 CAST(SUM(CASE WHEN reduction_mg + counted_elsewhere_mg > 0 THEN 1 ELSE 0 END) AS BIGINT) AS credited, \
+                 CAST(COALESCE(SUM(reduction_mg + counted_elsewhere_mg), 0) AS BIGINT) AS reduction_mg \
                  FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
                  AND subject IN ({}) GROUP BY subject, day, kind, variant",
                 p.one(),

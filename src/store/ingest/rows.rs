@@ -65,7 +65,7 @@ struct LedgerRow {
 
 impl LedgerRow {
     const TABLE: &str = "ledger_entries";
-    const COLUMNS: [&str; 12] = [
+    const COLUMNS: [&str; 14] = [
         "tenant_id",
         "subject",
         "record_id",
@@ -78,9 +78,12 @@ impl LedgerRow {
         "methodology_version",
         "capped",
         "created_at",
+        "counted_elsewhere_mg",
+        "counted_elsewhere_points",
     ];
 
     fn values(self) -> Vec<Arg> {
+        let elsewhere = elsewhere(&self.receipt);
         vec![
             Arg::Int(self.tenant),
             Arg::Blob(self.subject.as_bytes().to_vec()),
@@ -94,8 +97,15 @@ impl LedgerRow {
             Arg::Text(self.receipt.methodology_version),
             Arg::Int(self.receipt.capped.into()),
             Arg::Int(self.created_at),
+            Arg::Int(elsewhere.0),
+            Arg::Int(elsewhere.1),
         ]
     }
+}
+
+/// Milligrams and points of the receipt counted elsewhere (0 and 0 if none).
+fn elsewhere(receipt: &Receipt) -> (i64, i64) {
+    receipt.counted_elsewhere.map_or((0, 0), |e| (e.reduction.0, e.points))
 }
 
 /// The retry key of an event: its keyed id, its content's fingerprint and
@@ -111,7 +121,7 @@ struct IdempotencyRow {
 
 impl IdempotencyRow {
     const TABLE: &str = "idempotency_keys";
-    const COLUMNS: [&str; 11] = [
+    const COLUMNS: [&str; 13] = [
         "tenant_id",
         "event_key",
         "content_hash",
@@ -123,9 +133,12 @@ impl IdempotencyRow {
         "capped",
         "audit_seq",
         "created_at",
+        "counted_elsewhere_mg",
+        "counted_elsewhere_points",
     ];
 
     fn values(self) -> Vec<Arg> {
+        let elsewhere = elsewhere(&self.receipt);
         vec![
             Arg::Int(self.tenant),
             Arg::Blob(self.event_key.to_vec()),
@@ -138,6 +151,8 @@ impl IdempotencyRow {
             Arg::Int(self.receipt.capped.into()),
             Arg::Int(self.receipt.audit_seq as i64),
             Arg::Int(self.created_at),
+            Arg::Int(elsewhere.0),
+            Arg::Int(elsewhere.1),
         ]
     }
 }

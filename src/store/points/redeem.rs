@@ -285,7 +285,10 @@ impl Store {
             }
             let current = self.policies.consent.get(Purpose::Rewards).notice_version;
             if !consents_to_rewards(tx.conn(), tenant, subject_ref.as_bytes(), current).await? {
-                return Err(StoreError::ConsentRequired(Purpose::Rewards));
+                return Err(StoreError::ConsentRequired {
+                    purpose: Purpose::Rewards,
+                    other_side: false,
+                });
             }
             let notice = self.policies.points.notice_days;
             let held = balance(tx.conn(), tenant, &subject_ref).await?;
