@@ -153,6 +153,13 @@ impl ApiError {
                     "Record integrity failure",
                     "a stored record failed its integrity check; nothing was returned and the operator has been alerted",
                 ),
+                e if e.is_unavailable() && !e.is_busy() => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is unreachable or not accepting writes (a failover may be under way); \
+                     retry shortly (writes are idempotent by event_id and reference)",
+                ),
                 e if e.is_busy() => Problem::new(
                     S::SERVICE_UNAVAILABLE,
                     "unavailable",

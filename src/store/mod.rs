@@ -15,6 +15,7 @@ mod consent;
 mod engine;
 mod erasure;
 mod export;
+mod failover;
 mod ingest;
 mod keystore;
 mod reads;
@@ -84,6 +85,10 @@ pub enum StoreError {
     /// safe: writes are idempotent by the client's id.
     #[error("the write's outcome is unknown")]
     OutcomeUnknown,
+    /// The database could not be reached, or does not accept writes (a
+    /// failover under way); nothing was committed. Worth a retry.
+    #[error("the database is unavailable")]
+    Unavailable,
     /// A stored record failed authentication: tampering, a row copied between
     /// subjects, or key loss. Never detailed to clients.
     #[error("a stored record failed its integrity check")]
@@ -96,6 +101,30 @@ impl StoreError {
     /// The database could not be reached in time: worth a retry.
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// The database was unreachable or would not take writes: a lost or
+    /// refused connection, a server shutting down, a read-only session
+    /// (a demoted primary, SQLSTATE 25006). Worth a retry once the pool
+    /// has found the primary.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return matches!(self, StoreError::Unavailable);
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Class 08: connection exception; 57P01-57P03: the server
+                // is shutting down or starting; 25006: read-only session.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "25006")
+            }),
+            _ => false,
+        }
     }
 }
 
@@ -193,8 +222,13 @@ impl WriteTx<'_> {
     async fn commit(mut self) -> Result<(), StoreError> {
         let appender = std::mem::take(&mut self.appender);
         appender.flush(&mut self.tx, self.engine).await?;
-        self.tx.commit().await?;
-        Ok(())
+        // A commit that fails may still have committed (the connection was
+        // lost after the server received it): nobody may be told it did
+        // not. A retry is safe, every write being idempotent by its id.
+        self.tx.commit().await.map_err(|e| {
+            tracing::error!(error = %e, "a commit failed; its outcome is unknown");
+            StoreError::OutcomeUnknown
+        })
     }
 }
 
@@ -443,6 +477,32 @@ impl Store {
         );
         w.commit().await?;
         Ok(seq)
+    }
+
+    /// Whether the ledger and the key store both accept writes now (on
+    /// PostgreSQL: a session that is not read-only, i.e. on the primary).
+    /// Bounded: a database that does not answer in time is not ready.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        for pool in [&self.ledger, &self.keys] {
+            let check = async {
+                let mut conn = pool.acquire().await?;
+                match self.engine {
+                    Engine::Postgres => failover::is_writable(&mut conn).await,
+                    Engine::Sqlite => sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| true),
+                }
+            };
+            match tokio::time::timeout(WAIT, check).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return Err(StoreError::Unavailable),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    return Err(StoreError::Unavailable);
+                }
+                Err(_) => return Err(StoreError::Unavailable),
+            }
+        }
+        Ok(())
     }
 
     /// Recomputes the audit log — leaves, chain and tree — and checks it
