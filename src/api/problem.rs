@@ -158,7 +158,7 @@ impl ApiError {
                     "unavailable",
                     "Service unavailable",
                     "the database is unreachable or not accepting writes (a failover may be under way); \
-                     retry shortly (writes are idempotent by event_id and reference)",
+                     retry shortly (events are idempotent by event_id)",
                 ),
                 e if e.is_busy() => Problem::new(
                     S::SERVICE_UNAVAILABLE,
