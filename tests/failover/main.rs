@@ -163,7 +163,7 @@ fn cli(work: &Path, url: &str, args: &[&str]) -> (bool, String) {
 fn event(id: &str, subject: usize, n: usize) -> Value {
     let now = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
     let at = now.format(&time::format_description::well_known::Rfc3339).unwrap();
-    let (kind, data) = if n % 2 == 0 {
+    let (kind, data) = if n.is_multiple_of(2) {
         ("paperless_bill", json!({}))
     } else {
         ("transit_ride", json!({"mode": "bus"}))
@@ -180,19 +180,28 @@ struct Seen {
     refusals: HashMap<String, u64>,
 }
 
-/// Posts batches to `first` (and, after a refusal, alternately to the
-/// other server) until `stop`: every batch is retried, with the same event
-/// ids, until it is acknowledged.
-async fn client_loop(
+/// What the clients share.
+struct Load {
     client: reqwest::Client,
     addrs: Vec<SocketAddr>,
-    first: usize,
-    id: usize,
     key: String,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    batches: Arc<AtomicU64>,
-) {
+    stop: AtomicBool,
+    seen: Mutex<Seen>,
+    batches: AtomicU64,
+}
+
+/// Posts batches to server `first` (and, after a refusal, alternately to
+/// the other) until `stop`: every batch is retried, with the same event
+/// ids, until it is acknowledged.
+async fn client_loop(load: Arc<Load>, first: usize, id: usize) {
+    let Load {
+        client,
+        addrs,
+        key,
+        stop,
+        seen,
+        batches,
+    } = &*load;
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         let events: Vec<Value> = (0..EVENTS_PER_BATCH)
@@ -207,7 +216,7 @@ async fn client_loop(
             let started = Instant::now();
             let response = client
                 .post(format!("http://{server}/v1/events"))
-                .bearer_auth(&key)
+                .bearer_auth(key)
                 .json(&body)
                 .send()
                 .await;
@@ -352,22 +361,16 @@ async fn acknowledged_writes_survive_primary_failovers() {
     }
 
     // The load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let batches = Arc::new(AtomicU64::new(0));
+    let load = Arc::new(Load {
+        client: client.clone(),
+        addrs: servers.addrs.clone(),
+        key: key.clone(),
+        stop: AtomicBool::new(false),
+        seen: Mutex::new(Seen::default()),
+        batches: AtomicU64::new(0),
+    });
     let clients: Vec<_> = (0..SERVERS * CLIENTS_PER_SERVER)
-        .map(|id| {
-            tokio::spawn(client_loop(
-                client.clone(),
-                servers.addrs.clone(),
-                id % SERVERS,
-                id,
-                key.clone(),
-                stop.clone(),
-                seen.clone(),
-                batches.clone(),
-            ))
-        })
+        .map(|id| tokio::spawn(client_loop(load.clone(), id % SERVERS, id)))
         .collect();
 
     // The failovers, each with a checkpoint signed just before.
@@ -376,13 +379,14 @@ async fn acknowledged_writes_survive_primary_failovers() {
     for round in 0..FAILOVERS {
         tokio::time::sleep(STEADY).await;
         notes.push(checkpoint(&client, servers.addrs[round % SERVERS], &auditor).await);
-        let before = batches.load(Ordering::Relaxed);
+        let before = load.batches.load(Ordering::Relaxed);
         let primary = env.primary();
         let killed = Instant::now();
         env.formation(&["kill", &primary.to_string()]).unwrap();
         // Writes are back once a write sent after the kill is acknowledged.
         let refused = loop {
-            let back = seen
+            let back = load
+                .seen
                 .lock()
                 .unwrap()
                 .writes
@@ -414,7 +418,7 @@ async fn acknowledged_writes_survive_primary_failovers() {
         figures.push(refused);
     }
     tokio::time::sleep(STEADY).await;
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
     }
@@ -422,7 +426,7 @@ async fn acknowledged_writes_survive_primary_failovers() {
 
     // Every acknowledged event: one record and one audit entry, whatever
     // receipts its retries got.
-    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+    let seen = std::mem::take(&mut *load.seen.lock().unwrap());
     let mut events: HashMap<String, (String, u64, i64, i64)> = HashMap::new();
     for r in &seen.receipts {
         let status = r["status"].as_str().unwrap();
