@@ -512,3 +512,22 @@ impl Store {
         audit_log::verify(&self.ledger, self.engine, &self.signer.verifier(), extra).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    /// What a failover throws at a request is answered as unavailable (a
+    /// 503 worth retrying), not as an internal error.
+    #[test]
+    fn lost_connections_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Database(sqlx::Error::Io(io)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(StoreError::Unavailable.is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::OutcomeUnknown.is_unavailable());
+        assert!(!StoreError::Integrity.is_unavailable());
+    }
+}
