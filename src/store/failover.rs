@@ -8,7 +8,8 @@
 //! A pool of such a URL points at one host at a time. A watcher task probes
 //! that host every `PROBE_INTERVAL`; when it stops answering or turns
 //! read-only (a demoted primary), the watcher marks every connection opened
-//! before then as stale (the pool's `before_acquire` closes them), scans the
+//! before then as stale (the pool's `before_acquire` closes them; a write
+//! refused as read-only, SQLSTATE 25006, does the same at once), scans the
 //! hosts again and points the pool's future connections at the new primary
 //! (`Pool::set_connect_options`). New connections are checked too
 //! (`after_connect`): one that lands on a read-only host is refused, and the
@@ -122,8 +123,23 @@ pub(super) fn parse_hosts(url: &str) -> Result<HostList, StoreError> {
     Ok(HostList { urls, attrs })
 }
 
+/// When a statement last failed because its session was read-only
+/// (SQLSTATE 25006: it reached a demoted primary), in this process.
+static READ_ONLY_SEEN: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Notes a read-only refusal: every watched pool then closes the
+/// connections it opened before it, without waiting for its watcher.
+pub(super) fn note_error(e: &sqlx::Error) {
+    if let sqlx::Error::Database(db) = e {
+        if db.code().as_deref() == Some("25006") {
+            *READ_ONLY_SEEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
 /// When the watcher last saw the pool's host fail: connections opened
-/// before then are closed on their next acquire.
+/// before then, or before the last read-only refusal, are closed on their
+/// next acquire.
 #[derive(Default)]
 pub(super) struct Staleness {
     since: Mutex<Option<Instant>>,
@@ -137,7 +153,8 @@ impl Staleness {
     /// Whether a connection of this age was opened before the last failure.
     pub fn is_stale(&self, age: Duration) -> bool {
         let since = *self.since.lock().unwrap_or_else(|e| e.into_inner());
-        since.is_some_and(|at| age > at.elapsed())
+        let read_only = *READ_ONLY_SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        [since, read_only].into_iter().flatten().any(|at| age > at.elapsed())
     }
 }
 

@@ -53,7 +53,7 @@ pub enum StoreError {
     #[error("{0}")]
     Config(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -95,6 +95,15 @@ pub enum StoreError {
     Integrity,
     #[error("inconsistent stored data: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // A write refused as read-only: the connection that got it (and
+        // every other opened so far) is closed on its next acquire.
+        failover::note_error(&e);
+        StoreError::Database(e)
+    }
 }
 
 impl StoreError {
