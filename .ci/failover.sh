@@ -144,12 +144,17 @@ up() {
             # A killed primary whose pg_rewind fails rejoins by
             # pg_basebackup, which waits for a spread checkpoint: keep that
             # short (the standby copies these settings).
-            psql -w -X -q "postgres://postgres@127.0.0.1:${NODE_PORTS[0]}/postgres" \
-                -c "ALTER SYSTEM SET checkpoint_timeout = '30s'" \
-                -c "ALTER SYSTEM SET checkpoint_completion_target = 0.1" -c "SELECT pg_reload_conf()" >/dev/null
+            # (Retried: the keeper may be restarting PostgreSQL just then.)
+            wait_for "node1 to take settings" 60 quick_checkpoints
         fi
     done
     wait_for "a primary with a synchronous standby" 180 settled
+}
+
+quick_checkpoints() {
+    psql -w -X -q "postgres://postgres@127.0.0.1:${NODE_PORTS[0]}/postgres" \
+        -c "ALTER SYSTEM SET checkpoint_timeout = '30s'" \
+        -c "ALTER SYSTEM SET checkpoint_completion_target = 0.1" -c "SELECT pg_reload_conf()"
 }
 
 primary_is() {
