@@ -72,8 +72,9 @@ kill_keeper() {
     for child in $children; do
         kill -KILL "$child" 2>/dev/null || true
     done
+    # Until none is left running (zombies are dead already).
     for _ in $(seq 1 50); do
-        pgrep -s "$sid" >/dev/null 2>&1 || break
+        pgrep -s "$sid" -r D,R,S,T,t >/dev/null 2>&1 || break
         sleep 0.1
     done
     rm -f "$DIR/$name.sid"

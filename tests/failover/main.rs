@@ -381,8 +381,10 @@ async fn acknowledged_writes_survive_primary_failovers() {
         notes.push(checkpoint(&client, servers.addrs[round % SERVERS], &auditor).await);
         let before = load.batches.load(Ordering::Relaxed);
         let primary = env.primary();
-        let killed = Instant::now();
         env.formation(&["kill", &primary.to_string()]).unwrap();
+        // Measured from the node's death (the script returns once its
+        // processes are gone): a write sent after it cannot reach it.
+        let killed = Instant::now();
         // Writes are back once a write sent after the kill is acknowledged.
         let refused = loop {
             let back = load
