@@ -5,18 +5,24 @@
 # as the postgres user with shortened failover timers.
 #
 #   failover.sh run                 set up, run the failover test, tear down
-#   failover.sh up DIR              set up a formation in DIR (root-owned parent)
+#   failover.sh up DIR              set up a formation in DIR (its parent must
+#                                   be searchable by the postgres user)
 #   failover.sh primary DIR         print the node (1 or 2) that is primary now
 #   failover.sh kill N DIR          SIGKILL node N's keeper and postmaster
 #   failover.sh start N DIR         start node N again (it rejoins as standby)
-#   failover.sh settled DIR         exit 0 once there is one primary with a
+#   failover.sh settled DIR         exit 0 if there is one primary with a
 #                                   synchronous standby (both nodes healthy)
+#   failover.sh state DIR           print each node's reported and goal state
 #   failover.sh down DIR            kill everything and remove DIR
 #
-# Each pg_autoctl runs under setsid: its process group holds the keeper,
-# the postmaster it supervises and every backend, so one kill of the group
-# takes the whole node, as a machine dying would. (Killing the postmaster
-# alone is not a failover: the keeper restarts it in place.)
+# Each pg_autoctl runs as the leader of a session of its own, which holds
+# the keeper's processes and the postmaster it supervises; PostgreSQL puts
+# its backends in sessions of their own, so they are taken by their parent.
+# One kill takes the whole node, as a machine dying would. (Killing the
+# postmaster alone is not a failover: the keeper restarts it in place.)
+#
+# Needs root (it installs postgresql-NN-auto-failover if missing and runs
+# pg_autoctl as postgres), and ports 6000-6002 free.
 set -euo pipefail
 
 MONITOR_PORT=6000
