@@ -195,7 +195,7 @@ install_if_missing() {
 }
 
 run() {
-    DIR=$(mktemp -d /tmp/carbon-ledger-failover.XXXXXX)
+    DIR=$(mktemp -d -t carbon-ledger-failover.XXXXXX)
     trap 'down' EXIT
     up
     CARBON_LEDGER_FAILOVER_DIR="$DIR" \
