@@ -2,13 +2,31 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{json, AppState};
+use super::{json, AppState, Problem};
 
+/// Liveness: the process answers. It says nothing of the database, so a
+/// failover never gets healthy servers restarted.
 pub async fn healthz() -> Response {
     json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Readiness: the database accepts writes now. A load balancer sends
+/// traffic only to ready servers; during a failover every server answers
+/// 503 until its pool has found the new primary.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ready().await {
+        Ok(()) => json(StatusCode::OK, &json!({"status": "ready"})),
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            "the database is unreachable or not accepting writes; retry shortly",
+        )
+        .into_response(),
+    }
 }
 
 /// The methodology in force, with every factor's source and the digest of

@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/reductions", get(audit::reductions))
         .route("/v1/methodology", get(meta::methodology))
         .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

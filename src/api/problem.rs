@@ -197,6 +197,13 @@ impl ApiError {
                     "Link not found",
                     "this account has no link by that id (it may have been unlinked already)",
                 ),
+                e if e.is_unavailable() && !e.is_busy() => Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is unreachable or not accepting writes (a failover may be under way); \
+                     retry shortly (events are idempotent by event_id)",
+                ),
                 e if e.is_busy() => Problem::new(
                     S::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -5,13 +5,14 @@
 //! the key store is, and how a write transaction begins.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
-use super::StoreError;
+use super::{failover, StoreError};
 
 static SQLITE_LEDGER: Migrator = sqlx::migrate!("migrations/sqlite/ledger");
 static SQLITE_KEYS: Migrator = sqlx::migrate!("migrations/sqlite/keys");
@@ -103,6 +104,23 @@ pub(super) async fn connect(url: &str, key_store_url: Option<&str>) -> Result<Po
 }
 
 async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Result<AnyPool, StoreError> {
+    let hosts = failover::parse_hosts(url)?;
+    let chosen = if hosts.needs_watching() {
+        let found = failover::find_host(&hosts).await.ok_or_else(|| {
+            StoreError::Config(format!(
+                "none of the {} database hosts accepts {}",
+                hosts.urls.len(),
+                match hosts.attrs {
+                    failover::SessionAttrs::ReadWrite => "writes",
+                    failover::SessionAttrs::Any => "connections",
+                }
+            ))
+        })?;
+        Some(found)
+    } else {
+        None
+    };
+    let url = &hosts.urls[chosen.as_ref().map_or(0, |(i, _)| *i)];
     let options: AnyConnectOptions = url.parse()?;
     if let Some(schema) = schema {
         let setup = AnyPool::connect_with(options.clone()).await?;
@@ -122,11 +140,19 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
         }
         setup.close().await;
     }
-    let pool = never_inside_a_transaction(AnyPoolOptions::new())
+    let require_write = hosts.attrs == failover::SessionAttrs::ReadWrite;
+    let stale = Arc::new(failover::Staleness::default());
+    let pool = never_inside_a_transaction(AnyPoolOptions::new(), chosen.is_some().then(|| stale.clone()))
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
             Box::pin(async move {
+                // A connection that reached a host which no longer takes
+                // writes is refused: the pool's connect loop tries again,
+                // by then with the host the watcher found.
+                if require_write && !failover::is_writable(conn).await? {
+                    return Err(sqlx::Error::Protocol("the database host is read-only".into()));
+                }
                 if let Some(schema) = schema {
                     conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
                 }
@@ -140,6 +166,9 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
         .fetch_one(&pool)
         .await?
         .try_get(0)?;
+    if let Some(current) = chosen {
+        failover::watch(pool.clone(), hosts, stale, current);
+    }
     Ok(pool)
 }
 
@@ -156,7 +185,11 @@ pub(super) const SQLITE_POOL_SIZE: u32 = 4;
 /// to the next request with the transaction — and its locks — still open.
 /// Closing rolls the transaction back on both engines; a bare `ROLLBACK`
 /// would leave sqlx's depth counter wrong.
-fn never_inside_a_transaction(options: AnyPoolOptions) -> AnyPoolOptions {
+///
+/// With `stale` (a watched multi-host pool), connections opened before the
+/// watcher last saw the host fail are closed too: they reach a dead or
+/// read-only server.
+fn never_inside_a_transaction(options: AnyPoolOptions, stale: Option<Arc<failover::Staleness>>) -> AnyPoolOptions {
     /// A dropped `Transaction` queues its `ROLLBACK` (on SQLite, to the
     /// connection's worker thread), so the depth may lag: a ping waits for
     /// whatever is queued before the depth is believed.
@@ -172,7 +205,10 @@ fn never_inside_a_transaction(options: AnyPoolOptions) -> AnyPoolOptions {
     }
     options
         .after_release(|conn, _| Box::pin(idle(conn)))
-        .before_acquire(|conn, _| Box::pin(idle(conn)))
+        .before_acquire(move |conn, meta| {
+            let stale = stale.as_ref().is_some_and(|s| s.is_stale(meta.age));
+            Box::pin(async move { Ok(!stale && idle(conn).await?) })
+        })
 }
 
 fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
@@ -211,7 +247,7 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
             .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
     }
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = never_inside_a_transaction(AnyPoolOptions::new())
+    let pool = never_inside_a_transaction(AnyPoolOptions::new(), None)
         .max_connections(SQLITE_POOL_SIZE)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _| {

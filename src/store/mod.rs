@@ -15,6 +15,7 @@ mod consent;
 mod engine;
 mod erasure;
 mod export;
+mod failover;
 mod ingest;
 mod keystore;
 mod links;
@@ -60,7 +61,7 @@ pub enum StoreError {
     #[error("{0}")]
     Config(String),
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// The root key versions changed since this process last looked (see
     /// `rotation`): a record was about to be sealed under a retired
     /// version, or one to be read is sealed under a version not loaded
@@ -106,6 +107,10 @@ pub enum StoreError {
     /// safe: writes are idempotent by the client's id.
     #[error("the write's outcome is unknown")]
     OutcomeUnknown,
+    /// The database could not be reached, or does not accept writes (a
+    /// failover under way); nothing was committed. Worth a retry.
+    #[error("the database is unavailable")]
+    Unavailable,
     /// A stored record failed authentication: tampering, a row copied between
     /// subjects, or key loss. Never detailed to clients.
     #[error("a stored record failed its integrity check")]
@@ -127,10 +132,12 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if rotation::is_retired_version_error(&e) {
-            StoreError::KeyRotated
-        } else {
-            StoreError::Database(e)
+            return StoreError::KeyRotated;
         }
+        // A write refused as read-only: the connection that got it (and
+        // every other opened so far) is closed on its next acquire.
+        failover::note_error(&e);
+        StoreError::Database(e)
     }
 }
 
@@ -138,6 +145,30 @@ impl StoreError {
     /// The database could not be reached in time: worth a retry.
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// The database was unreachable or would not take writes: a lost or
+    /// refused connection, a server shutting down, a read-only session
+    /// (a demoted primary, SQLSTATE 25006). Worth a retry once the pool
+    /// has found the primary.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return matches!(self, StoreError::Unavailable);
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Class 08: connection exception; 57P01-57P03: the server
+                // is shutting down or starting; 25006: read-only session.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "25006")
+            }),
+            _ => false,
+        }
     }
 }
 
@@ -239,8 +270,13 @@ impl WriteTx<'_> {
     async fn commit(mut self) -> Result<(), StoreError> {
         let appender = std::mem::take(&mut self.appender);
         appender.flush(&mut self.tx, self.engine).await?;
-        self.tx.commit().await?;
-        Ok(())
+        // A commit that fails may still have committed (the connection was
+        // lost after the server received it): nobody may be told it did
+        // not. A retry is safe, every write being idempotent by its id.
+        self.tx.commit().await.map_err(|e| {
+            tracing::error!(error = %e, "a commit failed; its outcome is unknown");
+            StoreError::OutcomeUnknown
+        })
     }
 }
 
@@ -512,10 +548,55 @@ impl Store {
         Ok(seq)
     }
 
+    /// Whether the ledger and the key store both accept writes now (on
+    /// PostgreSQL: a session that is not read-only, i.e. on the primary).
+    /// Bounded: a database that does not answer in time is not ready.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+        for pool in [&self.ledger, &self.keys] {
+            let check = async {
+                let mut conn = pool.acquire().await?;
+                match self.engine {
+                    Engine::Postgres => failover::is_writable(&mut conn).await,
+                    Engine::Sqlite => sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| true),
+                }
+            };
+            match tokio::time::timeout(WAIT, check).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return Err(StoreError::Unavailable),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    return Err(StoreError::Unavailable);
+                }
+                Err(_) => return Err(StoreError::Unavailable),
+            }
+        }
+        Ok(())
+    }
+
     /// Recomputes the audit log — leaves, chain and tree — and checks it
     /// against every stored checkpoint and the `extra` signed checkpoints an
     /// auditor kept.
     pub async fn verify_audit(&self, extra: &[String]) -> Result<AuditCheck, StoreError> {
         audit_log::verify(&self.ledger, self.engine, &self.signer.verifier(), extra).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    /// What a failover throws at a request is answered as unavailable (a
+    /// 503 worth retrying), not as an internal error.
+    #[test]
+    fn lost_connections_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Database(sqlx::Error::Io(io)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(StoreError::Unavailable.is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::OutcomeUnknown.is_unavailable());
+        assert!(!StoreError::Integrity.is_unavailable());
     }
 }

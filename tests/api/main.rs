@@ -10,6 +10,7 @@ mod helpers;
 mod accounts;
 mod audit;
 mod auditing;
+mod availability;
 mod cli;
 mod consent;
 mod events;

@@ -260,10 +260,14 @@ fn receipt(r: &Value) -> (String, String, String, u64) {
     )
 }
 
-/// Two servers started together on a fresh database both come up: they
-/// migrate, check the root key, and pair the key store concurrently.
-/// (Once, the second to pair the key store failed on the first's row and
-/// exited; the pairing is now insert-if-absent, then read back.)
+/// Servers started together on a fresh database, in a cold start.
+const STARTING_TOGETHER: usize = 3;
+
+/// Several servers started together on a fresh database all come up: they
+/// migrate, check the root key, pair the key store and sign their first
+/// checkpoints concurrently, and leave one schema, one pairing and one
+/// log. (Once, the second to pair the key store failed on the first's row
+/// and exited; the pairing is now insert-if-absent, then read back.)
 #[tokio::test]
 async fn servers_start_together_on_a_fresh_database() {
     let client = client();
@@ -273,11 +277,53 @@ async fn servers_start_together_on_a_fresh_database() {
             return crate::helpers::postgres_not_configured();
         };
         let mut servers = Servers(Vec::new());
-        deployment.start(&mut servers, 0..SERVERS);
+        deployment.start(&mut servers, 0..STARTING_TOGETHER);
         if let Err(e) = servers.healthy(&client).await {
             panic!("round {round}: {e}");
         }
+        let db = sqlx::AnyPool::connect(&deployment.database_url).await.unwrap();
+        // Each server signs a checkpoint as it starts: wait for them (bounded).
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let counts = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM audit_checkpoints), (SELECT seq FROM audit_head), \
+                 (SELECT COUNT(*) FROM audit_log)",
+            )
+            .fetch_one(&db)
+            .await;
+            let (checkpoints, head, entries): (i64, i64, i64) =
+                counts.map(|r| (r.get(0), r.get(1), r.get(2))).unwrap_or((0, 0, 0));
+            // One log: every server's start (its policy load) on one chain,
+            // numbered without gaps.
+            assert_eq!(head, entries, "round {round}");
+            if checkpoints >= 1 && head >= STARTING_TOGETHER as i64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {checkpoints} checkpoints, {head} entries"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pairs: Vec<String> = sqlx::query_scalar(
+            "SELECT value FROM meta WHERE name = 'key_store_pair' \
+             UNION ALL SELECT value FROM keystore.meta WHERE name = 'key_store_pair'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert!(
+            pairs.len() == 2 && pairs[0] == pairs[1],
+            "round {round}: one pairing: {pairs:?}"
+        );
+        let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE NOT success")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(migrations, 0, "round {round}: one schema, fully migrated");
+        db.close().await;
         drop(servers);
+        // The log verifies against every checkpoint the servers signed.
         let (ok, out, err) = deployment.cli(&["audit", "verify"]);
         assert!(ok, "round {round}: {out}{err}");
     }

@@ -102,6 +102,13 @@ impl Store {
                     }
                     return;
                 }
+                // Batch by batch would only fail again, each after a wait.
+                Err(e) if e.is_unavailable() => {
+                    for job in group {
+                        let _ = job.reply.send(Err(StoreError::Unavailable));
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, batches = group.len(), "a group write failed; writing its batches one by one")
                 }
