@@ -110,6 +110,55 @@ struct VersionRow {
     retired_on: Option<i64>,
 }
 
+/// The tables holding text sealed with subjects' record keys: each row
+/// names the root key version it is sealed under, and a re-seal moves
+/// them all before that version is retired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SealedTable {
+    Records,
+    /// A redemption's reference and description (`points/redeem.rs`).
+    Redemptions,
+}
+
+impl SealedTable {
+    const ALL: [SealedTable; 2] = [SealedTable::Records, SealedTable::Redemptions];
+
+    /// Rows under another version than `$1` after id `$2`, in id order, at
+    /// most `$3`, as `SealedRecord`s (kind and day as bound into the
+    /// associated data).
+    fn select_older(self) -> String {
+        match self {
+            SealedTable::Records => "SELECT record_id, subject, kind, day, key_version, sealed FROM records \
+                 WHERE key_version <> $1 AND record_id > $2 ORDER BY record_id LIMIT $3"
+                .into(),
+            SealedTable::Redemptions => format!(
+                "SELECT redemption_id AS record_id, subject, CAST('{}' AS TEXT) AS kind, day, key_version, sealed \
+                 FROM redemptions WHERE key_version <> $1 AND redemption_id > $2 ORDER BY redemption_id LIMIT $3",
+                super::points::SEALED_KIND
+            ),
+        }
+    }
+
+    /// Moves row `$3` from version `$4` to `$1` with ciphertext `$2`.
+    fn update(self) -> &'static str {
+        match self {
+            SealedTable::Records => {
+                "UPDATE records SET key_version = $1, sealed = $2 WHERE record_id = $3 AND key_version = $4"
+            }
+            SealedTable::Redemptions => {
+                "UPDATE redemptions SET key_version = $1, sealed = $2 WHERE redemption_id = $3 AND key_version = $4"
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SealedTable::Records => "records",
+            SealedTable::Redemptions => "redemptions",
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct SealedRecord {
     record_id: Vec<u8>,
@@ -313,15 +362,23 @@ impl Store {
         Ok(version)
     }
 
-    /// Records not yet sealed under the current version.
+    /// Records (and sealed redemption texts) not yet sealed under the
+    /// current version.
     pub async fn records_to_reseal(&self) -> Result<u64, StoreError> {
         let current = i64::from(self.key_version());
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM records WHERE key_version <> $1")
+        let mut total = 0;
+        for table in SealedTable::ALL {
+            let n: i64 = sqlx::query(&format!(
+                "SELECT COUNT(*) FROM {} WHERE key_version <> $1",
+                table.name()
+            ))
             .bind(current)
             .fetch_one(&self.ledger)
             .await?
             .try_get(0)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+            total += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// Seals every record under an older version again under the current
@@ -340,21 +397,23 @@ impl Store {
             version,
             ..ResealReport::default()
         };
-        let mut after: Vec<u8> = Vec::new();
         let mut batches = 0;
-        loop {
-            if options.max_batches.is_some_and(|max| batches >= max) {
-                break;
+        'tables: for table in SealedTable::ALL {
+            let mut after: Vec<u8> = Vec::new();
+            loop {
+                if options.max_batches.is_some_and(|max| batches >= max) {
+                    break 'tables;
+                }
+                let Some(last) = self
+                    .reseal_batch(table, version, &after, options.batch.max(1), &mut report)
+                    .await?
+                else {
+                    break;
+                };
+                after = last;
+                batches += 1;
+                progress(report.resealed);
             }
-            let Some(last) = self
-                .reseal_batch(version, &after, options.batch.max(1), &mut report)
-                .await?
-            else {
-                break;
-            };
-            after = last;
-            batches += 1;
-            progress(report.resealed);
         }
         if report.resealed > 0 {
             // On SQLite, the old ciphertext leaves the files now.
@@ -371,6 +430,7 @@ impl Store {
     /// last record id it looked at, or `None` when there was none.
     async fn reseal_batch(
         &self,
+        table: SealedTable,
         version: u32,
         after: &[u8],
         batch: usize,
@@ -387,15 +447,13 @@ impl Store {
                 "the root key was rotated again during the re-seal; run it again".into(),
             ));
         }
-        let rows: Vec<SealedRecord> = sqlx::query_as(
-            "SELECT record_id, subject, kind, day, key_version, sealed FROM records \
-             WHERE key_version <> $1 AND record_id > $2 ORDER BY record_id LIMIT $3",
-        )
-        .bind(i64::from(version))
-        .bind(after.to_vec())
-        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-        .fetch_all(w.conn())
-        .await?;
+        let select = table.select_older();
+        let rows: Vec<SealedRecord> = sqlx::query_as(&select)
+            .bind(i64::from(version))
+            .bind(after.to_vec())
+            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .fetch_all(w.conn())
+            .await?;
         let Some(last) = rows.last().map(|r| r.record_id.clone()) else {
             w.rollback().await?;
             return Ok(None);
@@ -408,7 +466,7 @@ impl Store {
                 continue;
             };
             let keys = self.subject_keys(salt);
-            match self.reseal_one(&mut w, &keys, row).await? {
+            match self.reseal_one(&mut w, table, &keys, row).await? {
                 true => resealed += 1,
                 false => report.unreadable += 1,
             }
@@ -472,6 +530,7 @@ impl Store {
     async fn reseal_one(
         &self,
         w: &mut WriteTx<'_>,
+        table: SealedTable,
         keys: &SubjectKeys,
         row: &SealedRecord,
     ) -> Result<bool, StoreError> {
@@ -496,15 +555,14 @@ impl Store {
         let sealed = seal(keys, &aad(keys.key_version), &plain);
         // The old version in the condition: a row another run moved already
         // is left alone, so nothing is sealed twice.
-        let moved =
-            sqlx::query("UPDATE records SET key_version = $1, sealed = $2 WHERE record_id = $3 AND key_version = $4")
-                .bind(i64::from(keys.key_version))
-                .bind(sealed)
-                .bind(row.record_id.clone())
-                .bind(row.key_version)
-                .execute(w.conn())
-                .await?
-                .rows_affected();
+        let moved = sqlx::query(table.update())
+            .bind(i64::from(keys.key_version))
+            .bind(sealed)
+            .bind(row.record_id.clone())
+            .bind(row.key_version)
+            .execute(w.conn())
+            .await?
+            .rows_affected();
         Ok(moved == 1)
     }
 
@@ -522,11 +580,16 @@ impl Store {
         let current = live.iter().copied().max().unwrap_or(1);
         let mut retired = Vec::new();
         for version in live.into_iter().filter(|v| *v != current) {
-            let used: Option<i64> = sqlx::query_scalar("SELECT 1 FROM records WHERE key_version = $1 LIMIT 1")
-                .bind(i64::from(version))
-                .fetch_optional(w.conn())
-                .await?;
-            if used.is_some() {
+            let mut used = false;
+            for table in SealedTable::ALL {
+                let sql = format!("SELECT 1 FROM {} WHERE key_version = $1 LIMIT 1", table.name());
+                let found: Option<i64> = sqlx::query_scalar(&sql)
+                    .bind(i64::from(version))
+                    .fetch_optional(w.conn())
+                    .await?;
+                used |= found.is_some();
+            }
+            if used {
                 continue;
             }
             sqlx::query("UPDATE key_versions SET retired_on = $1 WHERE version = $2")
@@ -578,9 +641,14 @@ impl Store {
     pub async fn key_status(&self) -> Result<Vec<KeyVersion>, StoreError> {
         let mut conn = self.ledger.acquire().await?;
         let rows = versions(&mut conn).await?;
-        let counts: Vec<(i64, i64)> = sqlx::query_as("SELECT key_version, COUNT(*) FROM records GROUP BY key_version")
-            .fetch_all(&mut *conn)
-            .await?;
+        let mut counts: Vec<(i64, i64)> = Vec::new();
+        for table in SealedTable::ALL {
+            let sql = format!(
+                "SELECT key_version, COUNT(*) FROM {} GROUP BY key_version",
+                table.name()
+            );
+            counts.extend(sqlx::query_as::<_, (i64, i64)>(&sql).fetch_all(&mut *conn).await?);
+        }
         let ring = self.ring();
         let current = rows
             .iter()
@@ -591,7 +659,7 @@ impl Store {
         rows.into_iter()
             .map(|row| {
                 let version = version_of(row.version)?;
-                let records = counts.iter().find(|(v, _)| *v == row.version).map_or(0, |(_, n)| *n);
+                let records: i64 = counts.iter().filter(|(v, _)| *v == row.version).map(|(_, n)| n).sum();
                 Ok(KeyVersion {
                     version,
                     fingerprint: if version == 1 {

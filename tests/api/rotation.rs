@@ -22,6 +22,7 @@ on_both_engines!(
     a_rotated_tenant_key_is_refused_at_once,
     a_server_that_missed_the_rotation_writes_nothing_then_catches_up,
     serve_reseals_in_the_background,
+    a_redemption_sealed_before_a_rotation_is_resealed_before_its_version_retires,
 );
 
 const SUBJECTS: usize = 6;
@@ -504,4 +505,46 @@ async fn serve_reseals_in_the_background(app: TestApp) {
     assert_eq!(resealed_total(&actions(&app).await, 2), (SUBJECTS * 4) as u64);
     app.store.refresh_keyring().await.unwrap();
     assert_eq!(records_by_id(&app, &subjects).await, before);
+}
+
+async fn a_redemption_sealed_before_a_rotation_is_resealed_before_its_version_retires(app: TestApp) {
+    let ring_file = keyring_path(&app.root_key_file);
+    app.store.attach_keyring(ring_file.clone()).await.unwrap();
+    record_events(&app, "r", 2).await;
+    let url = app.url("/v1/subjects/u-rot-0/redemptions");
+    let body = json!({"points": 3, "reference": "R-1", "description": "a metro ticket"});
+    let (status, receipt) = app.send(app.client.post(url).bearer_auth(&app.key).json(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let listed = || async {
+        let (status, body) = app.get("/v1/subjects/u-rot-0/redemptions").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["redemptions"].clone()
+    };
+    let before = listed().await;
+    let db = app.raw_ledger().await;
+    let (old_version, old_sealed): (i64, Vec<u8>) = sqlx::query_as("SELECT key_version, sealed FROM redemptions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(old_version, 1);
+
+    assert_eq!(app.store.rotate_root_key().await.unwrap(), 2);
+    // Readable under both versions while the old one is in use.
+    assert_eq!(listed().await, before);
+    let report = app.store.reseal(ResealOptions::default(), |_| {}).await.unwrap();
+    assert_eq!(report.remaining, 0);
+    assert_eq!(report.retired, vec![1], "retired only once the redemption moved too");
+    let (version, sealed): (i64, Vec<u8>) = sqlx::query_as("SELECT key_version, sealed FROM redemptions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_eq!(version, 2);
+    assert_ne!(sealed, old_sealed);
+    assert_eq!(listed().await, before, "the re-sealed redemption reads the same");
+    let stored = app.stored_bytes().await;
+    assert!(
+        !contains(&stored, &as_stored(&app, &old_sealed)),
+        "old-version ciphertext of the redemption left in storage"
+    );
 }

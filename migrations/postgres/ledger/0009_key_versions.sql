@@ -31,3 +31,9 @@ CREATE TRIGGER records_sealed_under_a_live_key AFTER INSERT ON records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION records_sealed_under_a_live_key();
 CREATE TRIGGER records_resealed_under_a_live_key AFTER UPDATE ON records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION records_sealed_under_a_live_key();
+
+-- A redemption's sealed text likewise.
+CREATE TRIGGER redemptions_sealed_under_a_live_key AFTER INSERT ON redemptions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION records_sealed_under_a_live_key();
+CREATE TRIGGER redemptions_resealed_under_a_live_key AFTER UPDATE ON redemptions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION records_sealed_under_a_live_key();

@@ -25,3 +25,15 @@ WHEN NOT EXISTS (SELECT 1 FROM key_versions WHERE version = NEW.key_version AND 
 BEGIN
     SELECT RAISE(ABORT, 'carbon-ledger: no record may be sealed under a retired or unknown root key version');
 END;
+
+-- A redemption's sealed text likewise.
+CREATE TRIGGER redemptions_sealed_under_a_live_key BEFORE INSERT ON redemptions
+WHEN NOT EXISTS (SELECT 1 FROM key_versions WHERE version = NEW.key_version AND retired_on IS NULL)
+BEGIN
+    SELECT RAISE(ABORT, 'carbon-ledger: no record may be sealed under a retired or unknown root key version');
+END;
+CREATE TRIGGER redemptions_resealed_under_a_live_key BEFORE UPDATE OF key_version ON redemptions
+WHEN NOT EXISTS (SELECT 1 FROM key_versions WHERE version = NEW.key_version AND retired_on IS NULL)
+BEGIN
+    SELECT RAISE(ABORT, 'carbon-ledger: no record may be sealed under a retired or unknown root key version');
+END;

@@ -19,7 +19,7 @@ mod redeem;
 use sqlx::AnyConnection;
 
 pub use expiry::ExpiryCounts;
-pub(super) use redeem::redemption_page;
+pub(super) use redeem::{redemption_page, SEALED_KIND};
 pub use redeem::{Redemption, RedemptionRequest, RedemptionStatus, MAX_REDEMPTIONS_LISTED};
 
 use super::sql::{insert_rows, select_in, Arg};

@@ -95,13 +95,18 @@ struct SealedText {
     d: Option<String>,
 }
 
-/// What sealed text is bound to: the redemption, the subject, the day.
-fn aad<'a>(redemption_id: &'a [u8; 16], keys: &'a SubjectKeys, day: Day) -> RecordAad<'a> {
+/// The kind sealed redemption text is bound to (and re-sealed under after
+/// a root key rotation, beside the records).
+pub(in crate::store) const SEALED_KIND: &str = "redemption";
+
+/// What sealed text is bound to: the redemption, the subject, the root key
+/// version it is sealed under, the day.
+fn aad<'a>(redemption_id: &'a [u8; 16], keys: &'a SubjectKeys, key_version: u32, day: Day) -> RecordAad<'a> {
     RecordAad {
         record_id: redemption_id,
         subject: &keys.ledger_ref,
-        key_version: keys.key_version,
-        kind: "redemption",
+        key_version,
+        kind: SEALED_KIND,
         day: day.days(),
     }
 }
@@ -136,10 +141,16 @@ impl RedemptionRow {
             .try_into()
             .map_err(|_| corrupt("redemption id is not 16 bytes"))?;
         let day = Day::from_days(self.day).ok_or_else(|| corrupt("redemption day out of range"))?;
-        if u32::try_from(self.key_version).ok() != Some(keys.key_version) {
-            return Err(StoreError::Integrity);
+        // Sealed under the current root key version or an older one still
+        // in use (a re-seal after a rotation moves it on).
+        let key_version = u32::try_from(self.key_version).map_err(|_| StoreError::Integrity)?;
+        if !keys.opens(key_version) {
+            // Sealed by another server under a version this one has not
+            // loaded yet: the client retries once this process caught up.
+            return Err(StoreError::KeyRotated);
         }
-        let plain = open(keys, &aad(&redemption_id, keys, day), &self.sealed).map_err(|_| StoreError::Integrity)?;
+        let plain = open(keys, &aad(&redemption_id, keys, key_version, day), &self.sealed)
+            .map_err(|_| StoreError::Integrity)?;
         let text: SealedText = serde_json::from_slice(&plain).map_err(|_| StoreError::Integrity)?;
         Ok(Redemption {
             redemption_id,
@@ -338,7 +349,11 @@ impl Store {
                 d: request.description.clone(),
             };
             let plain = zeroize::Zeroizing::new(serde_json::to_vec(&text).map_err(|e| corrupt(&e.to_string()))?);
-            let sealed = seal(tx.keys(), &aad(&redemption_id, tx.keys(), today.day), &plain);
+            let sealed = seal(
+                tx.keys(),
+                &aad(&redemption_id, tx.keys(), tx.keys().key_version, today.day),
+                &plain,
+            );
             let key = self.pseudonyms.redemption_key(&subject_ref, &request.reference);
             sqlx::query(
                 "INSERT INTO redemptions (redemption_id, tenant_id, subject, reference_key, content_hash, points, day, \
