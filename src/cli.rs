@@ -56,6 +56,10 @@ pub enum Command {
         /// are still signed on request).
         #[arg(long, env = "CARBON_LEDGER_CHECKPOINT_INTERVAL_SECS", default_value_t = 300)]
         checkpoint_interval_secs: u64,
+        /// A TOML file of per-tenant rate limits and quotas (see
+        /// docs/operations.md) [default: no per-tenant limits]
+        #[arg(long, env = "CARBON_LEDGER_LIMITS")]
+        limits: Option<PathBuf>,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -246,7 +250,17 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             listen,
             sweep_interval_secs,
             checkpoint_interval_secs,
-        } => serve(cli, listen, *sweep_interval_secs, *checkpoint_interval_secs).await,
+            limits,
+        } => {
+            serve(
+                cli,
+                listen,
+                *sweep_interval_secs,
+                *checkpoint_interval_secs,
+                limits.as_deref(),
+            )
+            .await
+        }
         Command::Migrate => migrate(cli).await,
         Command::Tenant {
             command: TenantCommand::Add { name, role },
@@ -281,7 +295,13 @@ async fn serve(
     listen: &str,
     sweep_interval_secs: u64,
     checkpoint_interval_secs: u64,
+    limits: Option<&Path>,
 ) -> Result<ExitCode, String> {
+    // Read before anything starts: a bad limits file stops the server here.
+    let limits = match limits {
+        Some(file) => crate::api::LimitsConfig::load(file)?,
+        None => crate::api::LimitsConfig::default(),
+    };
     let store = Arc::new(cli.store(true).await?);
     store.record_policy_load().await.map_err(|e| e.to_string())?;
     finish_interrupted_erasures(&store).await?;
@@ -295,8 +315,9 @@ async fn serve(
         methodology = %store.policies().methodology.version,
         "listening on http://{addr}"
     );
-    let background = BackgroundTasks::start(&store, sweep_interval_secs, checkpoint_interval_secs);
-    let state = AppState::new(store.clone());
+    let metrics = Arc::new(crate::api::Metrics::new());
+    let background = BackgroundTasks::start(&store, &metrics, sweep_interval_secs, checkpoint_interval_secs);
+    let state = AppState::with(store.clone(), metrics, crate::api::Limits::new(limits));
     crate::server::serve(listener, state, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
@@ -322,11 +343,17 @@ struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    fn start(store: &Arc<Store>, sweep_interval_secs: u64, checkpoint_interval_secs: u64) -> Self {
+    fn start(
+        store: &Arc<Store>,
+        metrics: &Arc<crate::api::Metrics>,
+        sweep_interval_secs: u64,
+        checkpoint_interval_secs: u64,
+    ) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let sweeper = (sweep_interval_secs > 0).then(|| {
             tokio::spawn(crate::server::sweep_periodically(
                 store.clone(),
+                metrics.clone(),
                 Duration::from_secs(sweep_interval_secs),
                 stopped.clone(),
             ))
@@ -334,6 +361,7 @@ impl BackgroundTasks {
         let checkpoints = (checkpoint_interval_secs > 0).then(|| {
             tokio::spawn(crate::server::checkpoint_periodically(
                 store.clone(),
+                metrics.clone(),
                 Duration::from_secs(checkpoint_interval_secs),
                 stopped,
             ))

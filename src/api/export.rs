@@ -45,6 +45,26 @@ enum Format {
     Csv,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/export",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("format" = Option<String>, Query, description = "json (the default) or csv"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Everything held on the person, streamed", content_type = "application/json", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     Extension(slot): Extension<Slot>,

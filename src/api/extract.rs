@@ -36,6 +36,7 @@ impl FromRequestParts<AppState> for Caller {
             .authenticate(token.trim())
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        state.charge_request(actor.tenant)?;
         Ok(Caller(actor))
     }
 }

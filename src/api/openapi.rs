@@ -1,0 +1,180 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description, generated from the
+//! handlers' `#[utoipa::path]` attributes and the views' `ToSchema`
+//! derives, with the problem document and the bearer scheme.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::json;
+
+/// An RFC 9457 problem document, as every 4xx and 5xx answer carries it
+/// (`application/problem+json`). Its fields never echo a refused value.
+#[derive(ToSchema)]
+#[schema(as = Problem)]
+#[allow(dead_code)]
+pub struct ProblemSchema {
+    /// `urn:carbon-ledger:problem:<slug>`; docs/problems.md lists them.
+    #[schema(rename = "type")]
+    type_uri: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// JSON Pointer to the offending request field.
+    field: Option<String>,
+}
+
+/// One behaviour event. Fields the service does not collect are refused,
+/// naming the field; `data` holds the kind's fields (see
+/// `GET /v1/methodology`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub struct EventSchema {
+    /// The platform's id of this event, for idempotent retries.
+    #[schema(min_length = 1, max_length = 128)]
+    event_id: String,
+    /// The platform's own id of the person; pseudonymized on arrival.
+    #[schema(min_length = 1, max_length = 128)]
+    subject: String,
+    /// A behaviour kind of the methodology.
+    kind: String,
+    /// RFC 3339 date-time; kept to the day.
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    /// Kept to the city.
+    region: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    data: Option<serde_json::Value>,
+}
+
+/// A batch of events (at most 1,000).
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventBatch)]
+#[allow(dead_code)]
+pub struct EventBatchSchema {
+    #[schema(min_items = 1, max_items = 1000)]
+    events: Vec<EventSchema>,
+}
+
+/// `POST /v1/events` takes one event or a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EventsBody {
+    One(EventSchema),
+    Batch(EventBatchSchema),
+}
+
+/// A consent grant.
+#[derive(ToSchema)]
+#[schema(as = ConsentGrant)]
+#[allow(dead_code)]
+pub struct ConsentGrantSchema {
+    /// The notice version shown to the person (must be current).
+    notice_version: u32,
+    /// The kinds covered; absent for every kind, now and later.
+    kinds: Option<Vec<String>>,
+}
+
+/// Per-event receipts.
+#[derive(ToSchema)]
+#[schema(as = Receipts)]
+#[allow(dead_code)]
+pub struct ReceiptsSchema {
+    #[schema(value_type = Vec<Object>)]
+    receipts: Vec<serde_json::Value>,
+}
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "carbon-ledger", description = "Privacy-preserving accounting for personal carbon accounts"),
+    paths(
+        super::events::post_events,
+        super::subjects::account,
+        super::subjects::erase,
+        super::subjects::records,
+        super::export::export,
+        super::consents::list,
+        super::consents::grant,
+        super::consents::withdraw,
+        super::consents::purposes,
+        super::audit::checkpoint,
+        super::audit::public_key,
+        super::audit::entries,
+        super::audit::inclusion,
+        super::audit::consistency,
+        super::audit::reductions,
+        super::meta::methodology,
+        super::meta::healthz,
+        super::metrics::scrape,
+        openapi_json,
+    ),
+    components(schemas(ProblemSchema, EventSchema, EventBatchSchema, ConsentGrantSchema)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "events", description = "Recording behaviours"),
+        (name = "subjects", description = "A platform's view of its users: accounts, records, consents, export, erasure"),
+        (name = "audit", description = "Verification of the hash-chained audit log"),
+        (name = "operations", description = "Health, metrics and this description"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
+)]
+pub async fn openapi_json() -> Response {
+    json(StatusCode::OK, document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the router serves, with every method, is described.
+    #[test]
+    fn every_routed_path_is_in_the_document() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut routes = 0;
+        for (path, method) in super::super::route_table() {
+            routes += 1;
+            let op = &paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} is routed but not in the OpenAPI document"))
+                [method.as_str().to_ascii_lowercase()];
+            assert!(
+                op.is_object(),
+                "{method} {path} is routed but not in the OpenAPI document"
+            );
+            assert!(op["responses"].is_object());
+        }
+        let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |m| m.len())).sum();
+        assert_eq!(documented, routes, "the document describes no route the router lacks");
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(doc["components"]["schemas"]["Problem"]["properties"]["type"].is_object());
+    }
+}
