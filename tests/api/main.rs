@@ -15,6 +15,7 @@ mod consent;
 mod events;
 mod hangups;
 mod model;
+mod ops;
 mod privacy;
 mod retention;
 mod rights;
