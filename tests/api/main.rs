@@ -20,3 +20,4 @@ mod privacy;
 mod retention;
 mod rights;
 mod servers;
+mod shutdown;

@@ -75,7 +75,14 @@ async fn metrics_after_traffic(app: TestApp) {
         .parse()
         .unwrap();
     assert!(entries >= 5, "{entries}");
-    for secret in [subject, "nobody-held", "13800000000", app.key.as_str(), operator.as_str(), "luzhou"] {
+    for secret in [
+        subject,
+        "nobody-held",
+        "13800000000",
+        app.key.as_str(),
+        operator.as_str(),
+        "luzhou",
+    ] {
         assert!(!text.contains(secret), "the scrape shows {secret}");
     }
 }
