@@ -16,8 +16,7 @@ use crate::store::{parse_month, Purpose};
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))
+    q.map(|Query(q)| q).map_err(super::extract::query_error)
 }
 
 fn text(body: String) -> Response {

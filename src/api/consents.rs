@@ -107,8 +107,8 @@ fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds), F
     path = "/v1/subjects/{id}/consents/{purpose}",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
-        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)", example = "rewards"),
     ),
     request_body(content = super::openapi::ConsentGrantSchema, content_type = "application/json"),
     security(("bearer" = [])),
@@ -150,8 +150,8 @@ pub async fn grant(
     path = "/v1/subjects/{id}/consents/{purpose}",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
-        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)", example = "rewards"),
     ),
     security(("bearer" = [])),
     responses(
@@ -183,7 +183,7 @@ pub async fn withdraw(
     path = "/v1/subjects/{id}/consents",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
     ),
     security(("bearer" = [])),
     responses(

@@ -50,7 +50,7 @@ enum Format {
     path = "/v1/subjects/{id}/export",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
         ("format" = Option<String>, Query, description = "json (the default) or csv"),
     ),
     security(("bearer" = [])),
@@ -72,7 +72,7 @@ pub async fn export(
     Subject(subject): Subject,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let Query(query) = query.map_err(super::extract::query_error)?;
     let format = match query.format.as_deref() {
         None | Some("json") => Format::Json,
         Some("csv") => Format::Csv,

@@ -15,7 +15,7 @@ use crate::store::Purpose;
     path = "/v1/subjects/{id}/account",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
     ),
     security(("bearer" = [])),
     responses(
@@ -53,7 +53,7 @@ pub struct RecordsQuery {
     path = "/v1/subjects/{id}/records",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
         ("limit" = Option<u32>, Query, description = "Records per page (at most 500)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
@@ -75,7 +75,7 @@ pub async fn records(
     Subject(subject): Subject,
     query: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let Query(query) = query.map_err(super::extract::query_error)?;
     let cursor = match query.cursor.as_deref() {
         None => None,
         Some(c) => {
@@ -110,7 +110,7 @@ pub(super) fn no_query(query: Option<String>) -> Result<(), ApiError> {
     path = "/v1/subjects/{id}",
     tag = "subjects",
     params(
-        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes"),
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
     ),
     security(("bearer" = [])),
     responses(
