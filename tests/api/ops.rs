@@ -8,7 +8,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::{batch, event, Backend, TestApp};
 
-on_both_engines!(openapi_is_served, metrics_after_traffic, metrics_are_for_operators);
+on_both_engines!(
+    openapi_is_served,
+    docs_are_served,
+    metrics_after_traffic,
+    metrics_are_for_operators
+);
 
 async fn openapi_is_served(app: TestApp) {
     let (status, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
@@ -18,6 +23,33 @@ async fn openapi_is_served(app: TestApp) {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+}
+
+/// The documentation page comes from the binary, under a strict CSP; a
+/// missing file is a problem like any other 404.
+async fn docs_are_served(app: TestApp) {
+    let response = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("swagger-initializer.js"));
+    let init = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(init.text().await.unwrap().contains("/openapi.json"));
+    let (status, body) = app.send(app.client.get(app.url("/docs/no-such-file.js"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["type"], "urn:carbon-ledger:problem:not-found");
 }
 
 async fn metrics_after_traffic(app: TestApp) {
