@@ -289,9 +289,7 @@ pub(super) async fn observe(State(state): State<AppState>, request: Request, nex
 )]
 pub async fn scrape(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     if !matches!(caller.0.role, Role::Admin | Role::Auditor) {
-        return Err(ApiError::Store(crate::store::StoreError::Forbidden(
-            "read metrics".into(),
-        )));
+        return Err(ApiError::Store(crate::store::StoreError::Forbidden("read metrics")));
     }
     let audit = match state.store.audit_size().await {
         Ok(sizes) => Some(sizes),
