@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::helpers::{batch, event};
+use crate::helpers::{batch, event, Backend, PgDatabase};
 
 const TASKS: usize = 6;
 /// Each task stops after this many batches if the server is still up.
@@ -22,12 +22,17 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Binary {
     dir: TempDir,
+    /// PostgreSQL's database, dropped after the processes; SQLite when `None`.
+    pg: Option<PgDatabase>,
 }
 
 impl Binary {
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_carbon-ledger"));
         c.arg("--data-dir").arg(self.dir.path().join("data"));
+        if let Some(pg) = &self.pg {
+            c.arg("--database").arg(&pg.url);
+        }
         for var in [
             "CARBON_LEDGER_DATABASE_URL",
             "CARBON_LEDGER_ROOT_KEY_FILE",
@@ -142,10 +147,34 @@ struct Sent {
     acknowledged: bool,
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_batches() {
+mod sigterm_drains_in_flight_batches {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite() {
+        drains(Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        drains(Backend::Postgres).await;
+    }
+}
+
+async fn drains(backend: Backend) {
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            sqlx::any::install_default_drivers();
+            match PgDatabase::create().await {
+                Some(db) => Some(db),
+                None => return crate::helpers::postgres_not_configured(),
+            }
+        }
+    };
     let bin = Binary {
         dir: tempfile::tempdir().unwrap(),
+        pg,
     };
     let (ok, out) = bin.run(&["tenant", "add", "--name", "drain", "--role", "platform"]);
     assert!(ok, "tenant add failed");
@@ -212,6 +241,7 @@ async fn sigterm_drains_in_flight_batches() {
         assert!(Instant::now() < deadline, "no load got through");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let at_term = acknowledged.load(std::sync::atomic::Ordering::Relaxed);
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || {
@@ -271,7 +301,8 @@ async fn sigterm_drains_in_flight_batches() {
         }
     }
     eprintln!(
-        "{} batches sent, {acked} acknowledged before exit, {stored_unacknowledged} stored without an answer",
+        "{backend:?}: {} batches sent, {at_term} acknowledged at SIGTERM, {acked} before exit, \
+         {stored_unacknowledged} stored without an answer",
         sent.len()
     );
     drop(again);
