@@ -142,7 +142,7 @@ mod tests {
     /// are refused at once, and every refusal is counted.
     #[tokio::test]
     async fn a_full_queue_sheds_at_once() {
-        let work = Arc::new(InFlight::new(2, Duration::from_millis(300)));
+        let work = Arc::new(InFlight::new(2, Duration::from_secs(5)));
         let held = work.slots.clone().acquire_many_owned(MAX_IN_FLIGHT).await.unwrap();
         assert_eq!(work.in_use(), MAX_IN_FLIGHT as usize);
         let waiters: Vec<_> = (0..2)
