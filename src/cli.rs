@@ -61,6 +61,10 @@ pub enum Command {
         /// (`keys rotate`); 0 leaves re-sealing to `keys reseal`.
         #[arg(long, env = "CARBON_LEDGER_RESEAL_INTERVAL_SECS", default_value_t = 600)]
         reseal_interval_secs: u64,
+        /// A TOML file of per-tenant rate limits and quotas (see
+        /// docs/operations.md) [default: no per-tenant limits]
+        #[arg(long, env = "CARBON_LEDGER_LIMITS")]
+        limits: Option<PathBuf>,
     },
     /// Create or upgrade the database schema.
     Migrate,
@@ -276,13 +280,14 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             sweep_interval_secs,
             checkpoint_interval_secs,
             reseal_interval_secs,
+            limits,
         } => {
             let intervals = Intervals {
                 sweep: *sweep_interval_secs,
                 checkpoint: *checkpoint_interval_secs,
                 reseal: *reseal_interval_secs,
             };
-            serve(cli, listen, intervals).await
+            serve(cli, listen, intervals, limits.as_deref()).await
         }
         Command::Migrate => migrate(cli).await,
         Command::Tenant {
@@ -326,7 +331,12 @@ struct Intervals {
     reseal: u64,
 }
 
-async fn serve(cli: &Cli, listen: &str, intervals: Intervals) -> Result<ExitCode, String> {
+async fn serve(cli: &Cli, listen: &str, intervals: Intervals, limits: Option<&Path>) -> Result<ExitCode, String> {
+    // Read before anything starts: a bad limits file stops the server here.
+    let limits = match limits {
+        Some(file) => crate::api::LimitsConfig::load(file)?,
+        None => crate::api::LimitsConfig::default(),
+    };
     let store = Arc::new(cli.store(true).await?);
     store.record_policy_load().await.map_err(|e| e.to_string())?;
     finish_interrupted_erasures(&store).await?;
@@ -340,8 +350,9 @@ async fn serve(cli: &Cli, listen: &str, intervals: Intervals) -> Result<ExitCode
         methodology = %store.policies().methodology.version,
         "listening on http://{addr}"
     );
-    let background = BackgroundTasks::start(&store, &intervals);
-    let state = AppState::new(store.clone());
+    let metrics = Arc::new(crate::api::Metrics::new());
+    let background = BackgroundTasks::start(&store, &metrics, &intervals);
+    let state = AppState::with(store.clone(), metrics, crate::api::Limits::new(limits));
     crate::server::serve(listener, state, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
@@ -367,11 +378,12 @@ struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    fn start(store: &Arc<Store>, intervals: &Intervals) -> Self {
+    fn start(store: &Arc<Store>, metrics: &Arc<crate::api::Metrics>, intervals: &Intervals) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let sweeper = (intervals.sweep > 0).then(|| {
             tokio::spawn(crate::server::sweep_periodically(
                 store.clone(),
+                metrics.clone(),
                 Duration::from_secs(intervals.sweep),
                 stopped.clone(),
             ))
@@ -379,6 +391,7 @@ impl BackgroundTasks {
         let checkpoints = (intervals.checkpoint > 0).then(|| {
             tokio::spawn(crate::server::checkpoint_periodically(
                 store.clone(),
+                metrics.clone(),
                 Duration::from_secs(intervals.checkpoint),
                 stopped.clone(),
             ))

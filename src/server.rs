@@ -10,7 +10,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, Metrics};
 use crate::store::Store;
 
 /// Serves until `shutdown` completes, then finishes in-flight requests —
@@ -101,9 +101,16 @@ pub async fn shutdown_signal() {
 
 /// Signs a checkpoint every `interval`, so auditors can hold the log to
 /// what it was even if nobody asked in between.
-pub async fn checkpoint_periodically(store: Arc<Store>, interval: Duration, stop: watch::Receiver<bool>) {
+pub async fn checkpoint_periodically(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) {
     every(interval, stop, || async {
-        if let Err(e) = store.checkpoint().await {
+        let signed = store.checkpoint().await;
+        metrics.observe_checkpoint(signed.is_ok());
+        if let Err(e) = signed {
             tracing::error!(error = %e, "signing a checkpoint failed");
         }
     })
@@ -111,9 +118,16 @@ pub async fn checkpoint_periodically(store: Arc<Store>, interval: Duration, stop
 }
 
 /// Runs the retention sweeper every `interval` (the first sweep right away).
-pub async fn sweep_periodically(store: Arc<Store>, interval: Duration, stop: watch::Receiver<bool>) {
+pub async fn sweep_periodically(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) {
     every(interval, stop, || async {
-        match store.sweep_retention().await {
+        let swept = store.sweep_retention().await;
+        metrics.observe_sweep(swept.is_ok());
+        match swept {
             Ok((counts, seq)) => tracing::info!(
                 audit_seq = seq,
                 records = counts.records,

@@ -16,8 +16,7 @@ use crate::store::{parse_month, Purpose};
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))
+    q.map(|Query(q)| q).map_err(super::extract::query_error)
 }
 
 fn text(body: String) -> Response {
@@ -31,12 +30,35 @@ fn text(body: String) -> Response {
 
 /// `GET /v1/audit/checkpoint`: a signed note (C2SP tlog-checkpoint) covering
 /// every entry committed before the request.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoint",
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A signed checkpoint (C2SP note)", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     state.store.may_read_audit(&caller.access(Purpose::Accounting))?;
     Ok(text(state.store.checkpoint().await?))
 }
 
 /// `GET /v1/audit/public-key`: the checkpoint verifier key (C2SP vkey).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/public-key",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The checkpoint verifier key (C2SP vkey)", content_type = "text/plain", body = String),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn public_key(State(state): State<AppState>) -> Response {
     text(format!("{}\n", state.store.audit_public_key()))
 }
@@ -50,6 +72,26 @@ pub struct EntriesQuery {
 
 /// `GET /v1/audit/entries?from=&limit=`: entries from sequence number
 /// `from` (default 1), at most `limit` (default 100, at most 1000).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/entries",
+    tag = "audit",
+    params(
+        ("from" = Option<u64>, Query, description = "First sequence number [default 1]"),
+        ("limit" = Option<u32>, Query, description = "Entries per page [default 100]"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of audit entries", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "Out of range", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn entries(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,6 +120,26 @@ pub struct InclusionQuery {
 
 /// `GET /v1/audit/proofs/inclusion?index=&size=`: leaf `index` (entry
 /// `index + 1`) in the tree of `size` entries (RFC 9162 §2.1.3).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proofs/inclusion",
+    tag = "audit",
+    params(
+        ("index" = u64, Query, description = "The entry's sequence number"),
+        ("size" = u64, Query, description = "The tree size"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "An inclusion proof", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "Out of range", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn inclusion(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +165,26 @@ pub struct ConsistencyQuery {
 }
 
 /// `GET /v1/audit/proofs/consistency?from=&to=` (RFC 9162 §2.1.4).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proofs/consistency",
+    tag = "audit",
+    params(
+        ("from" = u64, Query, description = "The older tree size"),
+        ("to" = u64, Query, description = "The newer tree size"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A consistency proof", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "Out of range", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn consistency(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +210,25 @@ pub struct ReportQuery {
 }
 
 /// `GET /v1/reports/reductions?from=YYYY-MM&to=YYYY-MM`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/reductions",
+    tag = "audit",
+    params(
+        ("from" = Option<String>, Query, description = "First month, YYYY-MM"),
+        ("to" = Option<String>, Query, description = "Last month, YYYY-MM"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Aggregate reductions, small cells suppressed", body = super::views::ReportView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn reductions(
     State(state): State<AppState>,
     caller: Caller,

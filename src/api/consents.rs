@@ -16,6 +16,15 @@ use crate::policy::{DataClass, Purpose};
 use crate::store::Kinds;
 
 /// `GET /v1/consent/purposes`: what a platform shows before asking.
+#[utoipa::path(
+    get,
+    path = "/v1/consent/purposes",
+    tag = "subjects",
+    responses(
+        (status = 200, description = "The consent purposes and their notices", body = Object),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn purposes(State(state): State<AppState>) -> Response {
     let policies = state.store.policies();
     let purposes: Vec<Value> = policies
@@ -93,6 +102,29 @@ fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds), F
     Ok((notice_version, kinds))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/subjects/{id}/consents/{purpose}",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)", example = "rewards"),
+    ),
+    request_body(content = super::openapi::ConsentGrantSchema, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The consent as recorded", body = super::views::ConsentChangeView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such purpose", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 409, description = "The notice version is not current", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "A field is refused, missing or invalid", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -113,6 +145,26 @@ pub async fn grant(
     Ok(json(StatusCode::OK, &ConsentChangeView::from(&change)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}/consents/{purpose}",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("purpose" = String, Path, description = "A consent purpose (GET /v1/consent/purposes)", example = "rewards"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The withdrawal and what it deleted", body = super::views::ConsentChangeView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such purpose or subject", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +178,25 @@ pub async fn withdraw(
     Ok(json(StatusCode::OK, &ConsentChangeView::from(&change)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/consents",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Current consents with their notice versions", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -140,6 +140,27 @@ fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = super::openapi::EventsBody, content_type = "application/json", description = "One event, or {\"events\": [...]} with up to 1,000"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The single event was recorded", body = super::openapi::ReceiptsSchema),
+        (status = 200, description = "A batch (or a retry): one receipt per event", body = super::openapi::ReceiptsSchema),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The role may not record, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 409, description = "The event id was used before for other content", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 413, description = "The body or the batch is too large", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "A field is refused, missing or invalid", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn post_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -152,6 +173,7 @@ pub async fn post_events(
         crate::policy::Permission::RecordEvents,
     )?;
     let (events, batch) = events_of(body)?;
+    state.charge_events(caller.0.tenant, events.len())?;
     let methodology = &state.store.policies().methodology;
     let now = state.store.now();
 
@@ -184,6 +206,7 @@ pub async fn post_events(
 
     if !batch {
         if let Some((_, Err(problem))) = slots.first() {
+            state.metrics.observe_event("rejected", Some(&problem.type_uri));
             return Ok(problem.clone().into_response());
         }
     }
@@ -236,6 +259,15 @@ pub async fn post_events(
         {
             return Ok(problem.clone().into_response());
         }
+    }
+    for receipt in &receipts {
+        let outcome = match receipt.status {
+            Status::Recorded => "recorded",
+            Status::Duplicate => "duplicate",
+            Status::Rejected => "rejected",
+        };
+        let reason = receipt.problem.as_ref().map(|p| p.type_uri.as_str());
+        state.metrics.observe_event(outcome, reason);
     }
     let status = if !batch && any_recorded {
         StatusCode::CREATED

@@ -46,6 +46,26 @@ enum Format {
     Csv,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/export",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("format" = Option<String>, Query, description = "json (the default) or csv"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Everything held on the person, streamed", content_type = "application/json", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     Extension(slot): Extension<Slot>,
@@ -53,7 +73,7 @@ pub async fn export(
     Subject(subject): Subject,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let Query(query) = query.map_err(super::extract::query_error)?;
     let format = match query.format.as_deref() {
         None | Some("json") => Format::Json,
         Some("csv") => Format::Csv,

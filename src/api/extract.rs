@@ -36,6 +36,7 @@ impl FromRequestParts<AppState> for Caller {
             .authenticate(token.trim())
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        state.charge_request(actor.tenant)?;
         Ok(Caller(actor))
     }
 }
@@ -60,6 +61,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         Ok(JsonBody(parsed?))
     }
+}
+
+/// A refused query string, said without echoing what it held: unknown
+/// parameters are answered with the ones the route accepts, values of the
+/// wrong type without the value.
+pub fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let message = if text.contains("unknown field") {
+        match text.rsplit_once("expected ") {
+            Some((_, expected)) => format!("query string: an unknown parameter; expected {expected}"),
+            None => "query string: this route takes no query parameters".to_owned(),
+        }
+    } else if let Some(pos) = text.find("missing field").or_else(|| text.find("duplicate field")) {
+        // Names one of the route's own parameters.
+        format!("query string: {}", &text[pos..])
+    } else {
+        "query string: a parameter's value is not of the expected type".to_owned()
+    };
+    ApiError::Malformed(message)
 }
 
 /// The `{id}` path parameter as a subject id. Invalid ids are refused

@@ -16,6 +16,25 @@ use crate::store::{LinkView, Purpose, StoreError, Totals, LINK_CODE_MINUTES};
 
 /// `POST /v1/subjects/{id}/link-codes`: a single-use code the person
 /// carries to the other platform. Shown once; only its keyed hash is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/link-codes",
+    tag = "links",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A single-use link code, shown once", body = Object),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn issue_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,6 +124,27 @@ impl LinkBody {
 
 /// `POST /v1/subjects/{id}/links {"code"}`: links the caller's account with
 /// the account that issued the code.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/links",
+    tag = "links",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    request_body(content = super::openapi::LinkRequestSchema, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Linked", body = Object),
+        (status = 409, description = "Already linked with that platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "The code is not valid (unknown, used or expired), or a field is invalid", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn redeem(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,6 +163,26 @@ pub async fn redeem(
 }
 
 /// `DELETE /v1/subjects/{id}/links/{link}`: unlinks at once, on both sides.
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}/links/{link}",
+    tag = "links",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("link" = String, Path, description = "The link id (32 hex digits)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unlinked on both sides", body = Object),
+        (status = 404, description = "No such link on this account", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn unlink(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,6 +210,25 @@ pub async fn unlink(
 
 /// `GET /v1/subjects/{id}/linked-account`: this platform's figures, only
 /// totals of each linked account, and the sum.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/linked-account",
+    tag = "links",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This account's totals, each linked account's totals, and the sum", body = Object),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn linked_account(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,8 +7,11 @@ mod detach;
 mod events;
 mod export;
 mod extract;
+pub mod limits;
 mod links;
 mod meta;
+pub mod metrics;
+pub mod openapi;
 mod points;
 pub mod problem;
 mod subjects;
@@ -16,13 +19,12 @@ mod views;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use futures_util::FutureExt;
 use serde::Serialize;
@@ -37,80 +39,100 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 pub use detach::{InFlight, MAX_IN_FLIGHT};
+pub use limits::{Limits, LimitsConfig};
+pub use metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
     /// The work of requests in flight, which their clients cannot cancel.
     pub in_flight: Arc<InFlight>,
+    pub metrics: Arc<Metrics>,
+    /// Per-tenant rate limits and quotas.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
+    /// A state with fresh metrics and no per-tenant limits.
     pub fn new(store: Arc<Store>) -> Self {
+        Self::with(store, Arc::new(Metrics::new()), Limits::default())
+    }
+
+    pub fn with(store: Arc<Store>, metrics: Arc<Metrics>, limits: Limits) -> Self {
         Self {
             store,
             in_flight: Arc::new(InFlight::default()),
+            metrics,
+            limits: Arc::new(limits),
         }
     }
 }
 
+/// One route: its path template, its method, and the handler for them.
+type Route = (&'static str, Method, MethodRouter<AppState>);
+
+/// `route!(GET "/path" => handler)`: the method is written once, so the
+/// table cannot name one method and route another.
+macro_rules! route {
+    ($method:ident $path:literal => $handler:path) => {
+        ($path, Method::$method, on(MethodFilter::$method, $handler))
+    };
+}
+
+/// Every route, in one place: the router is built from it and the OpenAPI
+/// test holds the document to it.
+fn routes() -> Vec<Route> {
+    vec![
+        route!(POST "/v1/events" => events::post_events),
+        route!(GET "/v1/subjects/{id}/account" => subjects::account),
+        route!(DELETE "/v1/subjects/{id}" => subjects::erase),
+        route!(GET "/v1/subjects/{id}/records" => subjects::records),
+        route!(GET "/v1/subjects/{id}/export" => export::export),
+        route!(POST "/v1/subjects/{id}/redemptions" => points::redeem),
+        route!(GET "/v1/subjects/{id}/redemptions" => points::list),
+        route!(POST "/v1/subjects/{id}/redemptions/{reference}/refund" => points::refund),
+        route!(GET "/v1/subjects/{id}/consents" => consents::list),
+        route!(PUT "/v1/subjects/{id}/consents/{purpose}" => consents::grant),
+        route!(DELETE "/v1/subjects/{id}/consents/{purpose}" => consents::withdraw),
+        route!(POST "/v1/subjects/{id}/link-codes" => links::issue_code),
+        route!(POST "/v1/subjects/{id}/links" => links::redeem),
+        route!(DELETE "/v1/subjects/{id}/links/{link}" => links::unlink),
+        route!(GET "/v1/subjects/{id}/linked-account" => links::linked_account),
+        route!(GET "/v1/consent/purposes" => consents::purposes),
+        route!(GET "/v1/audit/checkpoint" => audit::checkpoint),
+        route!(GET "/v1/audit/public-key" => audit::public_key),
+        route!(GET "/v1/audit/entries" => audit::entries),
+        route!(GET "/v1/audit/proofs/inclusion" => audit::inclusion),
+        route!(GET "/v1/audit/proofs/consistency" => audit::consistency),
+        route!(GET "/v1/reports/reductions" => audit::reductions),
+        route!(GET "/v1/methodology" => meta::methodology),
+        route!(GET "/healthz" => meta::healthz),
+        route!(GET "/readyz" => meta::readyz),
+        route!(GET "/metrics" => metrics::scrape),
+        route!(GET "/openapi.json" => openapi::openapi_json),
+    ]
+}
+
+/// The routed paths and methods.
+pub fn route_table() -> Vec<(&'static str, Method)> {
+    routes().into_iter().map(|(path, method, _)| (path, method)).collect()
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(events::post_events))
-        .route("/v1/subjects/{id}/account", get(subjects::account))
-        .route("/v1/subjects/{id}", delete(subjects::erase))
-        .route("/v1/subjects/{id}/records", get(subjects::records))
-        .route("/v1/subjects/{id}/export", get(export::export))
-        .route("/v1/subjects/{id}/redemptions", post(points::redeem).get(points::list))
-        .route("/v1/subjects/{id}/redemptions/{reference}/refund", post(points::refund))
-        .route("/v1/subjects/{id}/consents", get(consents::list))
-        .route(
-            "/v1/subjects/{id}/consents/{purpose}",
-            put(consents::grant).delete(consents::withdraw),
-        )
-        .route("/v1/subjects/{id}/link-codes", post(links::issue_code))
-        .route("/v1/subjects/{id}/links", post(links::redeem))
-        .route("/v1/subjects/{id}/links/{link}", delete(links::unlink))
-        .route("/v1/subjects/{id}/linked-account", get(links::linked_account))
-        .route("/v1/consent/purposes", get(consents::purposes))
-        .route("/v1/audit/checkpoint", get(audit::checkpoint))
-        .route("/v1/audit/public-key", get(audit::public_key))
-        .route("/v1/audit/entries", get(audit::entries))
-        .route("/v1/audit/proofs/inclusion", get(audit::inclusion))
-        .route("/v1/audit/proofs/consistency", get(audit::consistency))
-        .route("/v1/reports/reductions", get(audit::reductions))
-        .route("/v1/methodology", get(meta::methodology))
-        .route("/healthz", get(meta::healthz))
-        .route("/readyz", get(meta::readyz))
+    // Routes on one path merge into one method router.
+    let router = routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| router.route(path, handler));
+    router
+        .merge(openapi::docs())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .layer(middleware::from_fn(catch_panic))
         // Outermost: everything below runs to its end in a task of its own.
         .layer(middleware::from_fn_with_state(state.in_flight.clone(), detach::detach))
         .with_state(state)
-}
-
-/// Logs each request by its route template, never its path: paths carry
-/// subject ids.
-async fn log_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("<unmatched>", |m| m.as_str())
-        .to_owned();
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        route,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    response
 }
 
 /// A panic in a handler becomes a 500 problem instead of a dropped
@@ -149,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_answers_with_a_problem() {
         let app = Router::new()
-            .route("/boom", get(boom))
+            .route("/boom", axum::routing::get(boom))
             .layer(middleware::from_fn(catch_panic));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

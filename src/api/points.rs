@@ -101,6 +101,28 @@ fn redemption_body(body: &Value) -> Result<RedemptionRequest, FieldError> {
 
 /// `POST /v1/subjects/{id}/redemptions`: 201 with the receipt; a retry
 /// with the same reference and body gets the original receipt with 200.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/redemptions",
+    tag = "points",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    request_body(content = super::openapi::RedemptionRequestSchema, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Redeemed: the receipt", body = Object),
+        (status = 200, description = "A retry of the same redemption: the original receipt", body = Object),
+        (status = 409, description = "Not enough points, or the reference was used with another body", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn redeem(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +143,26 @@ pub async fn redeem(
 
 /// `POST /v1/subjects/{id}/redemptions/{reference}/refund`: reverses the
 /// redemption with a credit line; a retry returns the same refund.
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/redemptions/{reference}/refund",
+    tag = "points",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("reference" = String, Path, description = "The platform's reference of the redemption"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Refunded by a reversing line (a retry returns the same)", body = Object),
+        (status = 404, description = "No such redemption or subject", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn refund(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +188,26 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/subjects/{id}/redemptions?limit=N`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/redemptions",
+    tag = "points",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("limit" = Option<u32>, Query, description = "At most this many (up to 1000)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The person's redemptions, newest first", body = Object),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or the person has not consented", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,6 +21,9 @@ pub struct Problem {
     /// JSON Pointer to the offending field of the request, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds to wait before retrying, sent as `Retry-After` (429 and 503).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -44,6 +47,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -75,10 +79,15 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match (self.retry_after, status) {
+            (Some(secs), _) => Some(secs),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -108,6 +117,9 @@ pub enum ApiError {
     /// Every slot for work in flight stayed taken (see `detach`).
     #[error("overloaded")]
     Overloaded,
+    /// A per-tenant budget ran out (see `limits`).
+    #[error("rate limited ({budget})")]
+    RateLimited { budget: &'static str, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -218,6 +230,15 @@ impl ApiError {
                 "Service overloaded",
                 "too many requests are in progress; retry after a second",
             ),
+            ApiError::RateLimited { budget, retry_after } => Problem {
+                retry_after: Some(*retry_after),
+                ..Problem::new(
+                    S::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    format!("this platform's {budget} budget is spent for now; retry after {retry_after} s"),
+                )
+            },
             ApiError::Internal(_) => internal(),
         }
     }

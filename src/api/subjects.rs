@@ -10,6 +10,25 @@ use super::views::{parse_cursor, AccountView, ErasureReceiptView, RecordPageView
 use super::{json, ApiError, AppState};
 use crate::store::Purpose;
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/account",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Totals by kind and month, points balance", body = super::views::AccountView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn account(
     State(state): State<AppState>,
     caller: Caller,
@@ -29,13 +48,34 @@ pub struct RecordsQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{id}/records",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("limit" = Option<u32>, Query, description = "Records per page (at most 500)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Coarse records within retention, newest first", body = super::views::RecordPageView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn records(
     State(state): State<AppState>,
     caller: Caller,
     Subject(subject): Subject,
     query: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Malformed(format!("query string: {}", e.body_text())))?;
+    let Query(query) = query.map_err(super::extract::query_error)?;
     let cursor = match query.cursor.as_deref() {
         None => None,
         Some(c) => {
@@ -65,6 +105,25 @@ pub(super) fn no_query(query: Option<String>) -> Result<(), ApiError> {
 
 /// `DELETE /v1/subjects/{id}`: erasure by crypto-shredding; returns the
 /// erasure receipt.
+#[utoipa::path(
+    delete,
+    path = "/v1/subjects/{id}",
+    tag = "subjects",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Erased by crypto-shredding; the erasure receipt", body = super::views::ErasureReceiptView),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No data is held on this subject for this platform", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
 pub async fn erase(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::audit::ErasureCounts;
 use crate::domain::{month_label, Day, Methodology, Milligrams};
@@ -18,11 +19,13 @@ use crate::store::{
 
 pub const EXPORT_FORMAT: &str = "carbon-ledger-export/1";
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TotalView {
     /// The kind, or the month as `YYYY-MM`.
     key: String,
     events: i64,
+    /// Grams CO2e (to the milligram).
+    #[schema(value_type = f64)]
     reduction_g: Milligrams,
     points: i64,
 }
@@ -38,9 +41,11 @@ impl TotalView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccountView {
     events: i64,
+    /// Grams CO2e (to the milligram).
+    #[schema(value_type = f64)]
     reduction_g: Milligrams,
     points_balance: i64,
     points: PointsView,
@@ -66,7 +71,7 @@ impl From<&Account> for AccountView {
 }
 
 /// The points part of the account.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PointsView {
     balance: i64,
     earned: i64,
@@ -77,7 +82,7 @@ pub struct PointsView {
     expiring: Vec<ExpiringView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ExpiringView {
     date: String,
     points: i64,
@@ -102,7 +107,7 @@ impl From<&PointsSummary> for PointsView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RecordView {
     pub record_id: String,
     pub day: String,
@@ -113,6 +118,8 @@ pub struct RecordView {
     pub quantity: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Grams CO2e (to the milligram).
+    #[schema(value_type = f64)]
     pub reduction_g: Milligrams,
     pub points: i64,
     pub methodology_version: String,
@@ -136,7 +143,7 @@ impl From<&StoredRecord> for RecordView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RecordPageView {
     records: Vec<RecordView>,
     /// Pass as `cursor` to get the next (older) page; absent on the last.
@@ -192,8 +199,9 @@ impl ConsentView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ConsentChangeView {
+    #[schema(value_type = String)]
     purpose: Purpose,
     granted: bool,
     /// False for a withdrawal of a consent that was not given.
@@ -220,9 +228,10 @@ impl From<&ConsentChange> for ConsentChangeView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErasureReceiptView {
     erased_on: String,
+    #[schema(value_type = Object)]
     counts: ErasureCounts,
     /// The audit entry recording the erasure.
     audit_seq: u64,
@@ -260,26 +269,30 @@ impl From<&StoredEntry> for EntryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ReportCellView {
     tenant: i64,
     kind: String,
     month: String,
     events: i64,
+    /// Grams CO2e (to the milligram).
+    #[schema(value_type = f64)]
     reduction_g: Milligrams,
     points: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SuppressedView {
     tenant: i64,
     cells: i64,
     events: i64,
+    /// Grams CO2e (to the milligram).
+    #[schema(value_type = f64)]
     reduction_g: Milligrams,
     points: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ReportView {
     min_cell_people: i64,
     cells: Vec<ReportCellView>,

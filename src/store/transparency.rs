@@ -82,6 +82,18 @@ pub fn parse_month(s: &str) -> Option<i64> {
     (digits_y.len() == 4 && digits_m.len() == 2 && (1..=12).contains(&m) && y >= 0).then_some(y * 100 + m)
 }
 
+/// A proof request refused, said without echoing the numbers asked for.
+fn refused(e: merkle::ProofError) -> StoreError {
+    StoreError::Invalid(
+        match e {
+            merkle::ProofError::IndexOutOfRange { .. } => "the index must be below the size",
+            merkle::ProofError::OldSizeTooLarge { .. } => "the older size must not exceed the newer",
+            _ => "the sizes asked for describe no proof",
+        }
+        .into(),
+    )
+}
+
 impl Store {
     /// The checkpoint origin and verifier key name of this log.
     pub fn audit_origin(&self) -> &str {
@@ -91,6 +103,21 @@ impl Store {
     /// The checkpoint verifier key, in C2SP note `vkey` form.
     pub fn audit_public_key(&self) -> String {
         self.signer.vkey()
+    }
+
+    /// The audit log's size and the size the latest signed checkpoint
+    /// covers, for metrics. Reads two single rows; touches no personal data.
+    pub async fn audit_size(&self) -> Result<(u64, u64), StoreError> {
+        let mut conn = self.ledger.acquire().await?;
+        let size: i64 = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        let signed: i64 = sqlx::query("SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        Ok((size.max(0) as u64, signed.max(0) as u64))
     }
 
     /// A signed checkpoint covering every entry committed so far: the latest
@@ -158,7 +185,7 @@ impl Store {
         self.may_audit(access)?;
         let mut conn = self.ledger.acquire().await?;
         self.check_size(&mut conn, size).await?;
-        let ids = merkle::root_nodes(size).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ids = merkle::root_nodes(size).map_err(refused)?;
         let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
         merkle::assemble_root(size, &|id| nodes.get(&id).copied()).map_err(corrupt)
     }
@@ -174,7 +201,7 @@ impl Store {
         self.may_audit(access)?;
         let mut conn = self.ledger.acquire().await?;
         self.check_size(&mut conn, size).await?;
-        let mut ids = merkle::inclusion_nodes(index, size).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut ids = merkle::inclusion_nodes(index, size).map_err(refused)?;
         ids.push(merkle::NodeId::leaf(index));
         let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
         let proof = merkle::assemble_inclusion(index, size, &|id| nodes.get(&id).copied()).map_err(corrupt)?;
@@ -190,7 +217,7 @@ impl Store {
         self.may_audit(access)?;
         let mut conn = self.ledger.acquire().await?;
         self.check_size(&mut conn, new).await?;
-        let ids = merkle::consistency_nodes(old, new).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ids = merkle::consistency_nodes(old, new).map_err(refused)?;
         let nodes = fetch_nodes(&mut conn, self.engine, &ids).await?;
         merkle::assemble_consistency(old, new, &|id| nodes.get(&id).copied()).map_err(corrupt)
     }
@@ -201,8 +228,9 @@ impl Store {
             .await?
             .try_get(0)?;
         if size > head as u64 {
+            // The size asked for is not echoed: no refused value is.
             return Err(StoreError::Invalid(format!(
-                "the log holds {head} entries; size {size} is beyond it"
+                "the size asked for is beyond the log, which holds {head} entries"
             )));
         }
         Ok(())

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
-use carbon_ledger::api::AppState;
+use carbon_ledger::api::{AppState, Limits, LimitsConfig, Metrics};
 use carbon_ledger::audit::AuditEntry;
 use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
@@ -151,11 +151,20 @@ impl TestApp {
     /// Starts the service on a fresh database. `None` for PostgreSQL when no
     /// server is configured.
     pub async fn spawn(backend: Backend) -> Option<Self> {
-        Self::spawn_with(backend, PolicySet::load(None).unwrap()).await
+        Self::spawn_configured(backend, PolicySet::load(None).unwrap(), LimitsConfig::default()).await
     }
 
     /// As `spawn`, under `policies` instead of the compiled-in ones.
     pub async fn spawn_with(backend: Backend, policies: PolicySet) -> Option<Self> {
+        Self::spawn_configured(backend, policies, LimitsConfig::default()).await
+    }
+
+    /// Starts the service with per-tenant rate limits.
+    pub async fn spawn_with_limits(backend: Backend, limits: LimitsConfig) -> Option<Self> {
+        Self::spawn_configured(backend, PolicySet::load(None).unwrap(), limits).await
+    }
+
+    async fn spawn_configured(backend: Backend, policies: PolicySet, limits: LimitsConfig) -> Option<Self> {
         init();
         let dir = tempfile::tempdir().unwrap();
         let pg = match backend {
@@ -181,7 +190,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState::new(store.clone());
+        let state = AppState::with(store.clone(), Arc::new(Metrics::new()), Limits::new(limits));
         let in_flight = state.in_flight.clone();
         tokio::spawn(async move {
             carbon_ledger::server::serve(listener, state, async {
