@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::audit::ErasureCounts;
 use crate::domain::{month_label, Day, Methodology, Milligrams};
-use crate::policy::{DataClass, PolicySet, Purpose};
+use crate::policy::{DataClass, Language, PolicySet, Purpose};
 use crate::store::{
     Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, RecordId,
     RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
@@ -138,6 +138,9 @@ pub struct ConsentView {
     all_kinds: bool,
     kinds: Vec<String>,
     granted_at: String,
+    /// The language the notice was shown in, when the platform said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<Language>,
 }
 
 impl ConsentView {
@@ -149,6 +152,7 @@ impl ConsentView {
             all_kinds: c.kinds == Kinds::All,
             kinds: c.kinds.list(methodology),
             granted_at: rfc3339(c.granted_at),
+            language: c.language,
         }
     }
 }

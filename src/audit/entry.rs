@@ -141,6 +141,14 @@ pub enum Action {
     OrphansPurged {
         rows: u64,
     },
+    /// The language the notice of a consent just granted was shown in
+    /// (`zh-CN` or `en`), appended right after its `ConsentChanged`.
+    NoticeLanguage {
+        subject: AuditRef,
+        purpose: Purpose,
+        notice_version: u32,
+        language: String,
+    },
 }
 
 impl Action {
@@ -156,6 +164,7 @@ impl Action {
             Action::SubjectErased { .. } => 8,
             Action::KeysReshredded { .. } => 9,
             Action::OrphansPurged { .. } => 10,
+            Action::NoticeLanguage { .. } => 50,
         }
     }
 
@@ -166,7 +175,8 @@ impl Action {
             | Action::SubjectRead { subject, .. }
             | Action::ConsentChanged { subject, .. }
             | Action::WithdrawnDataDeleted { subject, .. }
-            | Action::SubjectErased { subject, .. } => Some(subject),
+            | Action::SubjectErased { subject, .. }
+            | Action::NoticeLanguage { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -277,6 +287,17 @@ impl AuditEntry {
             }
             Action::KeysReshredded { keys } => w.extend_from_slice(&keys.to_be_bytes()),
             Action::OrphansPurged { rows } => w.extend_from_slice(&rows.to_be_bytes()),
+            Action::NoticeLanguage {
+                subject,
+                purpose,
+                notice_version,
+                language,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.push(purpose.code());
+                w.extend_from_slice(&notice_version.to_be_bytes());
+                put_str(&mut w, language);
+            }
         }
         w
     }
@@ -351,6 +372,12 @@ impl AuditEntry {
             },
             9 => Action::KeysReshredded { keys: r.u32()? },
             10 => Action::OrphansPurged { rows: r.u64()? },
+            50 => Action::NoticeLanguage {
+                subject: AuditRef::from_bytes(r.array()?),
+                purpose: r.purpose()?,
+                notice_version: r.u32()?,
+                language: r.string()?,
+            },
             _ => return Err(DecodeError("unknown action tag")),
         };
         if !r.0.is_empty() {
@@ -443,6 +470,18 @@ impl AuditEntry {
             ),
             Action::KeysReshredded { keys } => ("keys_reshredded", json!({"keys": keys})),
             Action::OrphansPurged { rows } => ("orphans_purged", json!({"rows": rows})),
+            Action::NoticeLanguage {
+                subject,
+                purpose,
+                notice_version,
+                language,
+            } => (
+                "notice_language",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "purpose": purpose.as_str(),
+                    "notice_version": notice_version, "language": language,
+                }),
+            ),
         };
         v["action"] = json!(name);
         v["details"] = details;
@@ -580,6 +619,12 @@ pub(crate) mod tests {
             },
             Action::KeysReshredded { keys: 2 },
             Action::OrphansPurged { rows: 7 },
+            Action::NoticeLanguage {
+                subject: AuditRef::from_bytes([6; 16]),
+                purpose: Purpose::Accounting,
+                notice_version: 1,
+                language: "zh-CN".into(),
+            },
             Action::RetentionSwept(SweepCounts {
                 records: 1,
                 ledger_entries: 2,
