@@ -377,6 +377,9 @@ mod tests {
         assert_eq!(record.data_per_kind.len(), policies.methodology.kinds.len());
         let cycling = record.data_per_kind.iter().find(|k| k.kind == "cycling").unwrap();
         assert!(cycling.fields[0].contains("multiple of 100 m"), "{:?}", cycling.fields);
+        // PIPL Art. 28-30: the record says why a day and a city are not
+        // whereabouts, and what follows if they were.
+        assert!(record.sensitive_data.contains("行踪轨迹") && record.sensitive_data.contains("Art. 29"));
         let auditor = record.recipients.iter().find(|r| r.role == "auditor").unwrap();
         assert!(!auditor.personal_data);
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();

@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod auditing;
 mod cli;
+mod compliance;
 mod consent;
 mod events;
 mod hangups;
