@@ -638,13 +638,13 @@ async fn audit_accesses(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    // (line, reference, what it touched) for each listed user.
-    let matched: Vec<(usize, Option<String>, Option<&crate::store::SubjectAccesses>)> = lines
+    let matched: Vec<Matched<'_>> = lines
         .iter()
         .zip(&refs)
-        .map(|(line, r)| {
-            let touched = r.and_then(|r| report.subjects.get(r.as_bytes()));
-            (*line, r.map(|r| hex::encode(r.as_bytes())), touched)
+        .map(|(line, r)| Matched {
+            line: *line,
+            subject_ref: r.map(|r| hex::encode(r.as_bytes())),
+            touched: r.and_then(|r| report.subjects.get(r.as_bytes())),
         })
         .collect();
     match format {
@@ -667,8 +667,8 @@ async fn audit_accesses(
             if match_file.is_some() {
                 out["matched"] = matched
                     .iter()
-                    .map(|(line, r, touched)| {
-                        json!({"line": line, "subject_ref": r, "touched": touched.is_some(), "accesses": touched.map(|t| &t.kinds)})
+                    .map(|m| {
+                        json!({"line": m.line, "subject_ref": m.subject_ref, "touched": m.touched.is_some(), "accesses": m.touched.map(|t| &t.kinds)})
                     })
                     .collect();
             }
@@ -695,7 +695,7 @@ async fn audit_accesses(
                 println!("Other accesses, concerning no one person: {}.", accesses(&report.other));
             }
             if let Some(file) = match_file {
-                let touched = matched.iter().filter(|(_, _, t)| t.is_some()).count();
+                let touched = matched.iter().filter(|m| m.touched.is_some()).count();
                 println!(
                     "\n{} of the {} users listed in {} were touched (by line):\n",
                     touched,
@@ -703,32 +703,39 @@ async fn audit_accesses(
                     file.display()
                 );
                 println!("| line | subject reference | accesses |\n|---|---|---|");
-                for (line, r, t) in &matched {
-                    if let (Some(r), Some(t)) = (r, t) {
-                        println!("| {line} | `{r}` | {} |", accesses(&t.kinds));
+                for m in &matched {
+                    if let (Some(r), Some(t)) = (&m.subject_ref, m.touched) {
+                        println!("| {} | `{r}` | {} |", m.line, accesses(&t.kinds));
                     }
                 }
-                let lines =
-                    |want: &dyn Fn(&(usize, Option<String>, Option<&crate::store::SubjectAccesses>)) -> bool| {
-                        matched
-                            .iter()
-                            .filter(|m| want(m))
-                            .map(|(l, _, _)| l.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
+                let lines = |want: &dyn Fn(&Matched<'_>) -> bool| {
+                    matched
+                        .iter()
+                        .filter(|m| want(m))
+                        .map(|m| m.line.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 println!(
                     "\nNot touched: lines {}.",
-                    or_none(lines(&|(_, r, t)| r.is_some() && t.is_none()))
+                    or_none(lines(&|m| m.subject_ref.is_some() && m.touched.is_none()))
                 );
                 println!(
                     "No data held (never enrolled, or erased, so no entry links to them): lines {}.",
-                    or_none(lines(&|(_, r, _)| r.is_none()))
+                    or_none(lines(&|m| m.subject_ref.is_none()))
                 );
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of a `--match` list: its audit reference, if the person has a
+/// key, and what the tenant's entries in the window did to them.
+struct Matched<'a> {
+    line: usize,
+    subject_ref: Option<String>,
+    touched: Option<&'a crate::store::SubjectAccesses>,
 }
 
 fn or_none(s: String) -> String {
