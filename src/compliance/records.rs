@@ -117,14 +117,14 @@ operator must assess itself (PIPL Art. 38–40, GDPR Chapter V).";
 const SENSITIVE: &str = "A record says that a person took, for example, a bus ride in a given city on a given \
 day. It has no time of day, no route, no stop, no station, no district and no coordinates, and at most one \
 city per behaviour: it cannot place the person at a point, trace a movement or tell where they live or work. \
-行踪轨迹 (whereabouts, sensitive personal information under PIPL Art. 28) is information about where a person \
-is and how they move; a record that a city was visited on a day is coarser than the residence city every \
-account already implies, so we do not treat it as whereabouts. Should a regulator or the platform judge \
-otherwise (for example for a small city, or a long series of days), what follows is PIPL Art. 29–32: a \
-separate consent for that processing (the per-kind `accounting` consent already lets a person refuse \
-transit rides alone), a notice of its necessity and its impact, and an impact assessment (Art. 55) \
-kept three years (Art. 56); the platform may also report transit rides without a region, which the \
-service accepts.";
+行踪轨迹 (whereabouts, sensitive personal information under PIPL Art. 28) is information that locates a person \
+and follows their movements; a day and a city do neither, and say little more than that the person uses a \
+city's carbon-account programme, so this service does not treat them as whereabouts. Should a regulator or \
+the platform judge otherwise (for example for a small city, or a long series of days in several cities), \
+what follows is PIPL Art. 29–30: a separate consent for that processing (the per-kind `accounting` consent \
+already lets a person refuse transit rides alone), a notice of its necessity and its impact on the person, \
+and an impact assessment beforehand (Art. 55), kept three years (Art. 56). The platform may also report \
+rides without a region, which the service accepts.";
 
 impl ProcessingRecord {
     pub fn from_policies(policies: &PolicySet) -> Self {
