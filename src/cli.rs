@@ -661,6 +661,7 @@ async fn audit_accesses(
                 "since": since_day.to_string(),
                 "until": until_day.to_string(),
                 "entries_verified": report.entries_verified,
+                "entries_emptied_by_retention": report.emptied,
                 "subjects": subjects,
                 "other": report.other,
             });
@@ -691,6 +692,12 @@ async fn audit_accesses(
                 );
             }
             println!("\n{} subjects touched.", report.subjects.len());
+            if report.emptied > 0 {
+                println!(
+                    "Note: the oldest {} entries were emptied by retention; accesses they recorded cannot be listed.",
+                    report.emptied
+                );
+            }
             if !report.other.is_empty() {
                 println!("Other accesses, concerning no one person: {}.", accesses(&report.other));
             }

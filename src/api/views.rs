@@ -309,6 +309,8 @@ pub mod export {
         all_kinds: bool,
         kinds: Vec<String>,
         on: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        language: Option<Language>,
     }
 
     impl ConsentEventView {
@@ -320,6 +322,7 @@ pub mod export {
                 all_kinds: e.kinds == Kinds::All,
                 kinds: e.kinds.list(methodology),
                 on: e.on.to_string(),
+                language: e.language,
             }
         }
     }

@@ -26,6 +26,9 @@ pub struct SubjectAccesses {
 pub struct AccessReport {
     /// How many entries the verified log holds.
     pub entries_verified: u64,
+    /// How many of the oldest were emptied by retention: accesses they
+    /// recorded can no longer be listed.
+    pub emptied: u64,
     /// By audit reference.
     pub subjects: BTreeMap<[u8; 16], SubjectAccesses>,
     /// The tenant's entries in the window that concern no one person
@@ -89,6 +92,7 @@ impl Store {
             audit_log::verify_observing(&self.ledger, self.engine, &self.signer.verifier(), &[], &mut observe).await?;
         Ok(check.map(|log| AccessReport {
             entries_verified: log.entries,
+            emptied: log.emptied,
             ..report
         }))
     }

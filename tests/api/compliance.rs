@@ -80,6 +80,14 @@ async fn a_consent_keeps_the_language_its_notice_was_shown_in(app: TestApp) {
     assert!(consents["consents"][0].get("language").is_none(), "{consents}");
     let (_, export) = app.get("/v1/subjects/lang-zhang/export").await;
     assert_eq!(export["consents"][0]["language"], "zh-CN");
+    assert_eq!(export["consent_history"][0]["language"], "zh-CN");
+    let schema: Value = serde_json::from_str(include_str!("../../docs/export.schema.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&export)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 
     let db = app.raw_ledger().await;
     let stored: Vec<Option<String>> = sqlx::query("SELECT language FROM consent_history ORDER BY id")
