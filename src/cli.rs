@@ -93,6 +93,28 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Compliance evidence.
+    Compliance {
+        #[command(subcommand)]
+        command: ComplianceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComplianceCommand {
+    /// Print the record of processing activities (GDPR Art. 30) and the
+    /// inputs of an impact assessment (PIPL Art. 55-56), from the policy
+    /// files in force.
+    Records {
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +198,27 @@ pub enum AuditCommand {
     Checkpoint,
     /// Print the checkpoint verifier key.
     PublicKey,
+    /// For a breach notice: whose data a tenant (or its leaked key) touched
+    /// between two days, from the verified audit log, by pseudonymous
+    /// reference and kind of access; never an external id.
+    Accesses {
+        /// The tenant's id (as `tenant add` printed it).
+        #[arg(long)]
+        tenant: i64,
+        /// The first day, YYYY-MM-DD (UTC).
+        #[arg(long, value_name = "DAY")]
+        since: String,
+        /// The last day, YYYY-MM-DD (UTC) [default: today].
+        #[arg(long, value_name = "DAY")]
+        until: Option<String>,
+        /// The platform's own list of its user ids, one a line: says which
+        /// of them were touched (they are pseudonymized as on arrival and
+        /// never printed).
+        #[arg(long = "match", value_name = "FILE")]
+        match_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,7 +351,17 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
             AuditCommand::Export { out } => export_audit(cli, out).await,
             AuditCommand::Checkpoint => print_checkpoint(cli).await,
             AuditCommand::PublicKey => print_audit_public_key(cli).await,
+            AuditCommand::Accesses {
+                tenant,
+                since,
+                until,
+                match_file,
+                format,
+            } => audit_accesses(cli, *tenant, since, until.as_deref(), match_file.as_deref(), *format).await,
         },
+        Command::Compliance {
+            command: ComplianceCommand::Records { format },
+        } => print_records(cli, *format),
         Command::Retention {
             command: RetentionCommand::Sweep,
         } => sweep_retention(cli).await,
@@ -682,6 +735,15 @@ async fn reshred_keys(cli: &Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_records(cli: &Cli, format: Format) -> Result<ExitCode, String> {
+    let record = crate::compliance::ProcessingRecord::from_policies(&cli.policies()?);
+    match format {
+        Format::Markdown => print!("{}", record.to_markdown()),
+        Format::Json => println!("{}", record.to_json()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check_policies(cli: &Cli) -> Result<ExitCode, String> {
     let policies = cli.policies()?;
     let m = &policies.methodology;
@@ -694,4 +756,185 @@ fn check_policies(cli: &Cli) -> Result<ExitCode, String> {
     );
     println!("digest {}", policies.digest);
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_day(s: &str, option: &str) -> Result<crate::domain::Day, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, format)
+        .map(crate::domain::Day::from_date)
+        .map_err(|_| format!("{option} must be a day, YYYY-MM-DD"))
+}
+
+/// `audit accesses`: the subjects a tenant touched, by audit reference,
+/// and, given the platform's list of its user ids, which of those (by line
+/// number, so no id is printed) were among them.
+async fn audit_accesses(
+    cli: &Cli,
+    tenant: i64,
+    since: &str,
+    until: Option<&str>,
+    match_file: Option<&Path>,
+    format: Format,
+) -> Result<ExitCode, String> {
+    use serde_json::json;
+
+    let since_day = parse_day(since, "--since")?;
+    let until_day = match until {
+        Some(u) => parse_day(u, "--until")?,
+        None => crate::domain::Day::from_date(time::OffsetDateTime::now_utc().date()),
+    };
+    if until_day < since_day {
+        return Err("--until is before --since".into());
+    }
+    let (lines, list): (Vec<usize>, Vec<crate::domain::SubjectId>) = match match_file {
+        None => (Vec::new(), Vec::new()),
+        Some(file) => {
+            // The list is personal data: overwritten once parsed, never echoed.
+            let text = zeroize::Zeroizing::new(read_text(file)?);
+            let mut ids = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let id = crate::domain::SubjectId::parse(line.to_owned())
+                    .ok_or_else(|| format!("{} line {}: not a valid user id", file.display(), i + 1))?;
+                ids.push((i + 1, id));
+            }
+            ids.into_iter().unzip()
+        }
+    };
+    let tenant = crate::domain::TenantId::new(tenant);
+    let store = cli.store(false).await?;
+    let report = store.audit_accesses(tenant, since_day, until_day).await;
+    let refs = store.audit_refs_of(tenant, &list).await;
+    store.close().await;
+    let report = match report.map_err(|e| e.to_string())? {
+        Ok(report) => report,
+        Err(e) => {
+            println!("audit log verification FAILED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let refs = refs.map_err(|e| e.to_string())?;
+    let accesses = |kinds: &std::collections::BTreeMap<&'static str, u32>| {
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let matched: Vec<Matched<'_>> = lines
+        .iter()
+        .zip(&refs)
+        .map(|(line, r)| Matched {
+            line: *line,
+            subject_ref: r.map(|r| hex::encode(r.as_bytes())),
+            touched: r.and_then(|r| report.subjects.get(r.as_bytes())),
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let subjects: Vec<_> = report
+                .subjects
+                .iter()
+                .map(|(r, s)| {
+                    json!({"subject_ref": hex::encode(r), "first_day": s.first_day, "last_day": s.last_day, "accesses": s.kinds})
+                })
+                .collect();
+            let mut out = json!({
+                "tenant": tenant.get(),
+                "since": since_day.to_string(),
+                "until": until_day.to_string(),
+                "entries_verified": report.entries_verified,
+                "entries_emptied_by_retention": report.emptied,
+                "subjects": subjects,
+                "other": report.other,
+            });
+            if match_file.is_some() {
+                out["matched"] = matched
+                    .iter()
+                    .map(|m| {
+                        json!({"line": m.line, "subject_ref": m.subject_ref, "touched": m.touched.is_some(), "accesses": m.touched.map(|t| &t.kinds)})
+                    })
+                    .collect();
+            }
+            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        }
+        Format::Markdown => {
+            println!(
+                "Accesses by tenant {} from {since_day} to {until_day} (UTC days), from the verified audit log ({} entries):\n",
+                tenant.get(),
+                report.entries_verified
+            );
+            println!("| subject reference | first day | last day | accesses |\n|---|---|---|---|");
+            for (r, s) in &report.subjects {
+                println!(
+                    "| `{}` | {} | {} | {} |",
+                    hex::encode(r),
+                    s.first_day,
+                    s.last_day,
+                    accesses(&s.kinds)
+                );
+            }
+            println!("\n{} subjects touched.", report.subjects.len());
+            if report.emptied > 0 {
+                println!(
+                    "Note: the oldest {} entries were emptied by retention; accesses they recorded cannot be listed.",
+                    report.emptied
+                );
+            }
+            if !report.other.is_empty() {
+                println!("Other accesses, concerning no one person: {}.", accesses(&report.other));
+            }
+            if let Some(file) = match_file {
+                let touched = matched.iter().filter(|m| m.touched.is_some()).count();
+                println!(
+                    "\n{} of the {} users listed in {} were touched (by line):\n",
+                    touched,
+                    matched.len(),
+                    file.display()
+                );
+                println!("| line | subject reference | accesses |\n|---|---|---|");
+                for m in &matched {
+                    if let (Some(r), Some(t)) = (&m.subject_ref, m.touched) {
+                        println!("| {} | `{r}` | {} |", m.line, accesses(&t.kinds));
+                    }
+                }
+                let lines = |want: &dyn Fn(&Matched<'_>) -> bool| {
+                    matched
+                        .iter()
+                        .filter(|m| want(m))
+                        .map(|m| m.line.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "\nNot touched: lines {}.",
+                    or_none(lines(&|m| m.subject_ref.is_some() && m.touched.is_none()))
+                );
+                println!(
+                    "No data held (never enrolled, or erased, so no entry links to them): lines {}.",
+                    or_none(lines(&|m| m.subject_ref.is_none()))
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of a `--match` list: its audit reference, if the person has a
+/// key, and what the tenant's entries in the window did to them.
+struct Matched<'a> {
+    line: usize,
+    subject_ref: Option<String>,
+    touched: Option<&'a crate::store::SubjectAccesses>,
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s
+    }
 }

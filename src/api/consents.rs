@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
@@ -12,20 +12,29 @@ use super::extract::{Caller, JsonBody, Subject};
 use super::views::{ConsentChangeView, ConsentView};
 use super::{json, ApiError, AppState};
 use crate::domain::{escape_pointer, scrub, FieldError, Methodology};
-use crate::policy::{DataClass, Purpose};
+use crate::policy::{DataClass, Language, Purpose};
 use crate::store::Kinds;
 
-/// `GET /v1/consent/purposes`: what a platform shows before asking.
+/// `GET /v1/consent/purposes`: what a platform shows before asking, in
+/// the language `Accept-Language` asks for (Simplified Chinese for `zh`,
+/// English otherwise). Both languages share each purpose's notice version.
 #[utoipa::path(
     get,
     path = "/v1/consent/purposes",
     tag = "subjects",
+    params(
+        ("Accept-Language" = Option<String>, Header, description = "zh (any zh-*) for Simplified Chinese; English otherwise"),
+    ),
     responses(
-        (status = 200, description = "The consent purposes and their notices", body = Object),
+        (status = 200, description = "The consent purposes and their notices, in the language asked for", body = Object),
         (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub async fn purposes(State(state): State<AppState>) -> Response {
+/// `GET /v1/consent/purposes`: what a platform shows before asking, in
+/// the language `Accept-Language` asks for (Simplified Chinese for `zh`,
+/// English otherwise). Both languages share each purpose's notice version.
+pub async fn purposes(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let language = Language::negotiate(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()));
     let policies = state.store.policies();
     let purposes: Vec<Value> = policies
         .consent
@@ -36,17 +45,22 @@ pub async fn purposes(State(state): State<AppState>) -> Response {
                 .iter()
                 .find(|c| c.as_str() == p.retention)
                 .map(|c| policies.retention.days(*c));
+            let (title, notice) = p.text(language);
             json!({
                 "purpose": purpose,
-                "title": p.title,
-                "notice": p.notice,
+                "title": title,
+                "notice": notice,
                 "notice_version": p.notice_version,
                 "necessary": p.necessary,
                 "retention_days": retention_days,
             })
         })
         .collect();
-    json(StatusCode::OK, &json!({ "purposes": purposes }))
+    let mut response = json(StatusCode::OK, &json!({ "language": language, "purposes": purposes }));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(language.as_str()));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-language"));
+    response
 }
 
 fn purpose_of(params: &std::collections::HashMap<String, String>) -> Result<Purpose, ApiError> {
@@ -56,16 +70,20 @@ fn purpose_of(params: &std::collections::HashMap<String, String>) -> Result<Purp
         .ok_or_else(|| ApiError::NotFound("no such consent purpose; GET /v1/consent/purposes lists them".into()))
 }
 
-/// The body of a grant: `{"notice_version": N, "kinds": [...]}`, the kinds
-/// checked against the methodology in force.
-fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds), FieldError> {
+/// The body of a grant: `{"notice_version": N, "kinds": [...], "language":
+/// "zh-CN"}`, the kinds checked against the methodology in force; the
+/// language the notice was shown in is optional, so older clients work.
+fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds, Option<Language>), FieldError> {
     let Value::Object(map) = body else {
         return Err(FieldError::invalid(
             "",
-            "must be an object: {\"notice_version\": N, \"kinds\": [...]}",
+            "must be an object: {\"notice_version\": N, \"kinds\": [...], \"language\": \"zh-CN\" or \"en\"}",
         ));
     };
-    if let Some(other) = map.keys().find(|k| *k != "notice_version" && *k != "kinds") {
+    if let Some(other) = map
+        .keys()
+        .find(|k| !["notice_version", "kinds", "language"].contains(&k.as_str()))
+    {
         return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
     }
     let notice_version = map
@@ -99,7 +117,16 @@ fn grant_body(body: &Value, methodology: &Methodology) -> Result<(u32, Kinds), F
         }
         Some(_) => return Err(FieldError::invalid("/kinds", "must be an array of kind names")),
     };
-    Ok((notice_version, kinds))
+    let language = match map.get("language") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_str().and_then(Language::parse).ok_or_else(|| {
+            FieldError::invalid(
+                "/language",
+                "must be the language the notice was shown in: \"zh-CN\" or \"en\"",
+            )
+        })?),
+    };
+    Ok((notice_version, kinds, language))
 }
 
 #[utoipa::path(
@@ -137,10 +164,10 @@ pub async fn grant(
     let parsed = grant_body(&body, &state.store.policies().methodology);
     // Refused or not, the submitted body is overwritten before it is freed.
     scrub(&mut body);
-    let (notice_version, kinds) = parsed?;
+    let (notice_version, kinds, language) = parsed?;
     let change = state
         .store
-        .grant_consent(&caller.access(purpose), &subject, notice_version, kinds)
+        .grant_consent_in(&caller.access(purpose), &subject, notice_version, kinds, language)
         .await?;
     Ok(json(StatusCode::OK, &ConsentChangeView::from(&change)))
 }

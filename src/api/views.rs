@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::audit::ErasureCounts;
 use crate::domain::{month_label, Day, Methodology, Milligrams};
-use crate::policy::{DataClass, PolicySet, Purpose};
+use crate::policy::{DataClass, Language, PolicySet, Purpose};
 use crate::store::{
     Account, Consent, ConsentChange, ConsentEvent, ErasureReceipt, ExportHeader, Kinds, LedgerLine, PointsSummary,
     RecordId, RecordPage, ReductionReport, StoredEntry, StoredRecord, Totals,
@@ -184,6 +184,9 @@ pub struct ConsentView {
     all_kinds: bool,
     kinds: Vec<String>,
     granted_at: String,
+    /// The language the notice was shown in, when the platform said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<Language>,
 }
 
 impl ConsentView {
@@ -195,6 +198,7 @@ impl ConsentView {
             all_kinds: c.kinds == Kinds::All,
             kinds: c.kinds.list(methodology),
             granted_at: rfc3339(c.granted_at),
+            language: c.language,
         }
     }
 }
@@ -357,6 +361,8 @@ pub mod export {
         all_kinds: bool,
         kinds: Vec<String>,
         on: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        language: Option<Language>,
     }
 
     impl ConsentEventView {
@@ -368,6 +374,7 @@ pub mod export {
                 all_kinds: e.kinds == Kinds::All,
                 kinds: e.kinds.list(methodology),
                 on: e.on.to_string(),
+                language: e.language,
             }
         }
     }

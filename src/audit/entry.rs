@@ -221,6 +221,14 @@ pub enum Action {
         reduction_mg: i64,
         points: i64,
     },
+    /// The language the notice of a consent just granted was shown in
+    /// (`zh-CN` or `en`), appended right after its `ConsentChanged`.
+    NoticeLanguage {
+        subject: AuditRef,
+        purpose: Purpose,
+        notice_version: u32,
+        language: String,
+    },
 }
 
 /// Why a link was removed.
@@ -287,6 +295,7 @@ impl Action {
             Action::AccountsLinked { .. } => 31,
             Action::AccountsUnlinked { .. } => 32,
             Action::CountedElsewhere { .. } => 33,
+            Action::NoticeLanguage { .. } => 50,
         }
     }
 
@@ -300,11 +309,12 @@ impl Action {
             | Action::SubjectErased { subject, .. }
             | Action::PointsRedeemed { subject, .. }
             | Action::PointsRefunded { subject, .. }
-            | Action::RedemptionsRead { subject, .. } => Some(subject),
-            Action::LinkCodeIssued { subject }
+            | Action::RedemptionsRead { subject, .. }
+            | Action::LinkCodeIssued { subject }
             | Action::AccountsLinked { subject, .. }
             | Action::AccountsUnlinked { subject, .. }
-            | Action::CountedElsewhere { subject, .. } => Some(subject),
+            | Action::CountedElsewhere { subject, .. }
+            | Action::NoticeLanguage { subject, .. } => Some(subject),
             _ => None,
         }
     }
@@ -482,6 +492,17 @@ impl AuditEntry {
                 w.extend_from_slice(&reduction_mg.to_be_bytes());
                 w.extend_from_slice(&points.to_be_bytes());
             }
+            Action::NoticeLanguage {
+                subject,
+                purpose,
+                notice_version,
+                language,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.push(purpose.code());
+                w.extend_from_slice(&notice_version.to_be_bytes());
+                put_str(&mut w, language);
+            }
         }
         w
     }
@@ -607,6 +628,12 @@ impl AuditEntry {
                 link_id: r.array()?,
                 reduction_mg: r.i64()?,
                 points: r.i64()?,
+            },
+            50 => Action::NoticeLanguage {
+                subject: AuditRef::from_bytes(r.array()?),
+                purpose: r.purpose()?,
+                notice_version: r.u32()?,
+                language: r.string()?,
             },
             _ => return Err(DecodeError("unknown action tag")),
         };
@@ -775,6 +802,18 @@ impl AuditEntry {
                 json!({
                     "subject_ref": hex::encode(subject.as_bytes()), "record_id": hex::encode(record_id),
                     "link_id": hex::encode(link_id), "reduction_mg": reduction_mg, "points": points,
+                }),
+            ),
+            Action::NoticeLanguage {
+                subject,
+                purpose,
+                notice_version,
+                language,
+            } => (
+                "notice_language",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "purpose": purpose.as_str(),
+                    "notice_version": notice_version, "language": language,
                 }),
             ),
         };
@@ -964,6 +1003,12 @@ pub(crate) mod tests {
             Action::RedemptionsRead {
                 subject: AuditRef::from_bytes([6; 16]),
                 items: 2,
+            },
+            Action::NoticeLanguage {
+                subject: AuditRef::from_bytes([6; 16]),
+                purpose: Purpose::Accounting,
+                notice_version: 1,
+                language: "zh-CN".into(),
             },
             Action::RetentionSwept(SweepCounts {
                 records: 1,

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use access::{AccessPolicy, Permission, RolePolicy};
-pub use consent::{ConsentPolicy, Purpose, PurposePolicy};
+pub use consent::{ConsentPolicy, Language, Purpose, PurposePolicy};
 pub use points::{ExpiryPolicy, PointsPolicy, MAX_EXPIRY_DAYS, MAX_EXPIRY_MONTHS};
 pub use retention::{ClassPolicy, DataClass, RetentionPolicy};
 
@@ -252,6 +252,10 @@ mod tests {
         assert!(err.contains("accounting has no retention"), "{err}");
         let err = refusal("consent.toml", "retention = \"records\"", "# no retention");
         assert!(err.contains("consent.toml"), "{err}");
+        let err = refusal("consent.toml", "notice_zh = \"您记录", "notice_zh = \" \"\n# \"");
+        assert!(err.contains("rewards has no notice in Chinese"), "{err}");
+        let err = refusal("consent.toml", "title_zh = \"获得和兑换积分\"", "");
+        assert!(err.contains("title_zh"), "{err}");
         let err = refusal("consent.toml", "[purposes.statistics]", "[purposes.statistic]");
         assert!(err.contains("statistic"), "{err}");
     }

@@ -227,6 +227,18 @@ pub(super) async fn verify(
     verifier: &NoteVerifier,
     extra: &[String],
 ) -> Result<AuditCheck, StoreError> {
+    verify_observing(pool, engine, verifier, extra, &mut |_| {}).await
+}
+
+/// [`verify`], handing `observe` each readable entry once it has verified
+/// (in order). What it gathers counts only if the whole log verifies.
+pub(super) async fn verify_observing(
+    pool: &AnyPool,
+    engine: Engine,
+    verifier: &NoteVerifier,
+    extra: &[String],
+    observe: &mut (dyn FnMut(&AuditEntry) + Send),
+) -> Result<AuditCheck, StoreError> {
     // One snapshot for the whole check, so appends committed meanwhile are
     // neither half-seen nor mistaken for entries stored beyond the head.
     let mut tx = match engine {
@@ -288,6 +300,10 @@ pub(super) async fn verify(
             };
             if let Err(e) = log.push(stored) {
                 return Ok(Err(e));
+            }
+            // The verifier decoded it already; it cannot fail here.
+            if let Some(entry) = row.entry.as_deref().and_then(|b| AuditEntry::decode(b).ok()) {
+                observe(&entry);
             }
             after = seq;
         }

@@ -12,7 +12,7 @@ use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::{Action, ReadScope, UnlinkReason};
 use crate::crypto::SubjectRef;
 use crate::domain::{SubjectId, TenantId};
-use crate::policy::{Permission, Purpose};
+use crate::policy::{Language, Permission, Purpose};
 
 /// The behaviour kinds a consent covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct Consent {
     pub kinds: Kinds,
     /// Unix seconds, to the day.
     pub granted_at: i64,
+    /// The language the notice was shown in, when the platform said.
+    pub language: Option<Language>,
 }
 
 /// The outcome of a grant or withdrawal.
@@ -87,6 +89,7 @@ struct ConsentRow {
     notice_version: i64,
     kinds: String,
     granted_at: i64,
+    language: Option<String>,
 }
 
 /// The consents of a batch's subjects, for ingest, with each purpose's
@@ -164,6 +167,20 @@ impl Store {
         notice_version: u32,
         kinds: Kinds,
     ) -> Result<ConsentChange, StoreError> {
+        self.grant_consent_in(access, subject, notice_version, kinds, None)
+            .await
+    }
+
+    /// `grant_consent`, recording the language the notice was shown in
+    /// (stored with the consent and its history, and audited).
+    pub async fn grant_consent_in(
+        &self,
+        access: &Access,
+        subject: &SubjectId,
+        notice_version: u32,
+        kinds: Kinds,
+        language: Option<Language>,
+    ) -> Result<ConsentChange, StoreError> {
         // The role first: a caller who may not manage consents learns
         // nothing about why its request would have been refused.
         self.authorize(access, Permission::ManageConsents)?;
@@ -189,10 +206,12 @@ impl Store {
             }
         }
         let encoded = kinds.encode();
+        let language_tag = language.map(Language::as_str);
         let grant = async |tx: &mut SubjectTx<'_>| {
             sqlx::query(
-                "INSERT INTO consents (tenant_id, subject, purpose, notice_version, kinds, granted_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id, subject, purpose) DO UPDATE SET notice_version = $4, kinds = $5, granted_at = $6",
+                "INSERT INTO consents (tenant_id, subject, purpose, notice_version, kinds, granted_at, language) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, subject, purpose) DO UPDATE SET notice_version = $4, kinds = $5, granted_at = $6, language = $7",
             )
             .bind(tx.tenant().get())
             .bind(tx.ledger_ref().as_bytes().to_vec())
@@ -200,9 +219,10 @@ impl Store {
             .bind(i64::from(notice_version))
             .bind(&encoded)
             .bind(tx.today().start)
+            .bind(language_tag)
             .execute(tx.conn())
             .await?;
-            history(tx, purpose, "grant", notice_version, &encoded).await?;
+            history(tx, purpose, "grant", notice_version, &encoded, language_tag).await?;
             let granted = Action::ConsentChanged {
                 subject: tx.audit_ref(),
                 purpose,
@@ -210,8 +230,16 @@ impl Store {
                 notice_version,
                 kinds: encoded.clone(),
             };
+            // A separate entry, so consents from clients that do not say
+            // keep the encoding they always had.
+            let shown_in = language.map(|l| Action::NoticeLanguage {
+                subject: tx.audit_ref(),
+                purpose,
+                notice_version,
+                language: l.as_str().to_owned(),
+            });
             let (deleted, purged) = self.purge_uncovered_if_accounting(tx, purpose, &kinds).await?;
-            Ok(Audited::new(deleted, granted).and(purged))
+            Ok(Audited::new(deleted, granted).and(shown_in).and(purged))
         };
         let done = self
             .with_subject(access, Permission::ManageConsents, subject, Enrol::IfMissing, grant)
@@ -225,21 +253,21 @@ impl Store {
     pub async fn withdraw_consent(&self, access: &Access, subject: &SubjectId) -> Result<ConsentChange, StoreError> {
         let purpose = access.purpose;
         let withdraw = async |tx: &mut SubjectTx<'_>| {
-            let removed: Option<(i64, String)> = sqlx::query_as(
-                "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds",
+            let removed: Option<(i64, String, Option<String>)> = sqlx::query_as(
+                "DELETE FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3 RETURNING notice_version, kinds, language",
             )
             .bind(tx.tenant().get())
             .bind(tx.ledger_ref().as_bytes().to_vec())
             .bind(purpose.as_str())
             .fetch_optional(tx.conn())
             .await?;
-            let Some((notice_version, kinds)) = removed else {
+            let Some((notice_version, kinds, language)) = removed else {
                 // Nothing to withdraw: nothing written (the transaction rolls back).
                 return Ok(Audited::nothing_done());
             };
             let notice_version = u32::try_from(notice_version)
                 .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?;
-            history(tx, purpose, "withdraw", notice_version, &kinds).await?;
+            history(tx, purpose, "withdraw", notice_version, &kinds, language.as_deref()).await?;
             let withdrawn = Action::ConsentChanged {
                 subject: tx.audit_ref(),
                 purpose,
@@ -388,7 +416,7 @@ impl Store {
         subject: &SubjectRef,
     ) -> Result<Vec<Consent>, StoreError> {
         let rows = sqlx::query_as::<_, ConsentRow>(
-            "SELECT purpose, notice_version, kinds, granted_at FROM consents WHERE tenant_id = $1 AND subject = $2 ORDER BY purpose",
+            "SELECT purpose, notice_version, kinds, granted_at, language FROM consents WHERE tenant_id = $1 AND subject = $2 ORDER BY purpose",
         )
         .bind(tenant.get())
         .bind(subject.as_bytes().to_vec())
@@ -406,6 +434,8 @@ impl Store {
                 current: notice_version == self.policies.consent.get(purpose).notice_version,
                 kinds: Kinds::decode(&row.kinds),
                 granted_at: row.granted_at,
+                // A tag this version does not know reads as unsaid.
+                language: row.language.as_deref().and_then(Language::parse),
             });
         }
         Ok(consents)
@@ -436,10 +466,11 @@ async fn history(
     action: &str,
     notice_version: u32,
     kinds: &str,
+    language: Option<&str>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO consent_history (tenant_id, subject, purpose, action, notice_version, kinds, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO consent_history (tenant_id, subject, purpose, action, notice_version, kinds, at, language) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(tx.tenant().get())
     .bind(tx.ledger_ref().as_bytes().to_vec())
@@ -448,6 +479,7 @@ async fn history(
     .bind(i64::from(notice_version))
     .bind(kinds)
     .bind(tx.today().start)
+    .bind(language)
     .execute(tx.conn())
     .await?;
     Ok(())

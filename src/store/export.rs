@@ -58,6 +58,8 @@ pub struct ConsentEvent {
     pub notice_version: u32,
     pub kinds: Kinds,
     pub on: Day,
+    /// The language the notice was shown in, when the platform said.
+    pub language: Option<crate::policy::Language>,
 }
 
 /// An accounting line.
@@ -98,6 +100,7 @@ struct HistoryRow {
     notice_version: i64,
     kinds: String,
     at: i64,
+    language: Option<String>,
 }
 
 fn day_of(days: i64) -> Result<Day, StoreError> {
@@ -315,7 +318,7 @@ impl Store {
             .await?;
         let consents = self.consent_views(snapshot, tenant, &keys.ledger_ref).await?;
         let consent_history = sqlx::query_as::<_, HistoryRow>(
-            "SELECT purpose, action, notice_version, kinds, at FROM consent_history \
+            "SELECT purpose, action, notice_version, kinds, at, language FROM consent_history \
              WHERE tenant_id = $1 AND subject = $2 AND (at >= $3 OR (action = 'grant' AND id IN \
              (SELECT MAX(id) FROM consent_history GROUP BY tenant_id, subject, purpose))) ORDER BY id",
         )
@@ -342,6 +345,7 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt("a stored notice version is out of range".into()))?,
                 kinds: Kinds::decode(&row.kinds),
                 on: day_of(row.at.div_euclid(86_400))?,
+                language: row.language.as_deref().and_then(crate::policy::Language::parse),
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

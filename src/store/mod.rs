@@ -16,6 +16,7 @@ mod engine;
 mod erasure;
 mod export;
 mod failover;
+mod incident;
 mod ingest;
 mod keystore;
 mod links;
@@ -46,6 +47,7 @@ pub use consent::{Consent, ConsentChange, Kinds};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
+pub use incident::{AccessReport, SubjectAccesses};
 pub use ingest::{CountedElsewhere, IngestItem, IngestOutcome, Receipt, RecordId};
 pub use links::{LinkCode, LinkView, LinkedAccount, LINK_CODE_MINUTES};
 pub use points::{

@@ -12,6 +12,7 @@ mod audit;
 mod auditing;
 mod availability;
 mod cli;
+mod compliance;
 mod consent;
 mod events;
 mod hangups;
