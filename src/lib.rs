@@ -14,6 +14,8 @@ pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod server;
 pub mod store;

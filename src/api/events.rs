@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use super::extract::{Caller, JsonBody};
 use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
-use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Milligrams};
+use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Methodology, Milligrams};
 use crate::store::{IngestItem, IngestOutcome, Purpose, Receipt};
 
 #[derive(Serialize)]
@@ -116,23 +117,23 @@ fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
     }
 }
 
-pub async fn post_events(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    // The role first: a caller who may not record learns nothing about why
-    // its payload would have been refused.
-    state.store.may(
-        &caller.access(Purpose::Accounting),
-        crate::policy::Permission::RecordEvents,
-    )?;
-    let (events, batch) = events_of(body)?;
-    let methodology = &state.store.policies().methodology;
-    let now = state.store.now();
+/// Each slot of a request: the event id to echo, and either an index into
+/// the items to record or the event's rejection.
+pub(crate) type Slot = (Option<String>, Result<usize, Problem>);
 
-    // Each slot is either an index into `items` or a rejection.
-    let mut slots: Vec<(Option<String>, Result<usize, Problem>)> = Vec::with_capacity(events.len());
+/// A request body taken apart before anything touches the store.
+pub(crate) struct Parsed {
+    pub slots: Vec<Slot>,
+    pub items: Vec<IngestItem>,
+    /// The body was `{"events": [...]}`.
+    pub batch: bool,
+}
+
+/// Splits, parses and minimizes the events of a body: pure, so the fuzz
+/// targets (`crate::fuzzing`) run exactly what the handler runs.
+pub(crate) fn parse_body(body: Value, methodology: &Methodology, now: OffsetDateTime) -> Result<Parsed, ApiError> {
+    let (events, batch) = events_of(body)?;
+    let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
     let mut items = Vec::with_capacity(events.len());
     for (index, event) in events.into_iter().enumerate() {
         let echo = event_id_of(&event);
@@ -157,6 +158,22 @@ pub async fn post_events(
             Err(field) => slots.push((echo, Err(Problem::for_field(&field, &prefix)))),
         }
     }
+    Ok(Parsed { slots, items, batch })
+}
+
+pub async fn post_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    // The role first: a caller who may not record learns nothing about why
+    // its payload would have been refused.
+    state.store.may(
+        &caller.access(Purpose::Accounting),
+        crate::policy::Permission::RecordEvents,
+    )?;
+    let methodology = &state.store.policies().methodology;
+    let Parsed { slots, items, batch } = parse_body(body, methodology, state.store.now())?;
 
     if !batch {
         if let Some((_, Err(problem))) = slots.first() {

@@ -35,6 +35,9 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
 pub use detach::{InFlight, MAX_IN_FLIGHT};
+// For `crate::fuzzing`: the untrusted-input paths, without their handlers.
+pub(crate) use events::{parse_body, Parsed};
+pub(crate) use extract::parse_strict;
 
 #[derive(Clone)]
 pub struct AppState {
