@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes each cargo-fuzz target in fuzz/ for a short while, coverage-guided
 # (libFuzzer): FUZZ_SECONDS each, 30 by default. Installs cargo-fuzz if it
-# is missing. Runs on the stable toolchain: `-s none` builds without a
+# is missing. dicts/<target>.dict, where there is one, gives libFuzzer the
+# tokens of the input format. Runs on the stable toolchain: `-s none` builds without a
 # sanitizer (the sanitizers need nightly); the crate forbids unsafe code, so
 # what a sanitizer would add is little, and every panic is still a crash.
 # A crash fails the script and leaves its input under fuzz/artifacts/.
@@ -26,9 +27,11 @@ for target in $(cargo fuzz list); do
     # The corpus grows in corpus/<target> (kept between runs on one
     # checkout); seeds/<target> holds the committed starting inputs.
     mkdir -p "corpus/$target"
+    dict=()
+    [ -f "dicts/$target.dict" ] && dict=(-dict="dicts/$target.dict")
     log="$(mktemp)"
     if ! cargo fuzz run "${FLAGS[@]}" "$target" "corpus/$target" "seeds/$target" -- \
-        -max_total_time="$SECONDS_EACH" -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$SECONDS_EACH" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz target $target failed: the input is under fuzz/artifacts/$target/" >&2
         rm -f "$log"

@@ -101,6 +101,9 @@ struct Ledger {
     acked_batches: Vec<Batch>,
     /// Batches whose answer the kill took away.
     in_flight: Vec<Batch>,
+    /// Of those, found committed and found not committed after the restart.
+    committed_unanswered: usize,
+    not_committed: usize,
 }
 
 async fn run(deployment: &Deployment, cycles: usize) {
@@ -228,9 +231,12 @@ async fn run(deployment: &Deployment, cycles: usize) {
     assert!(ledger.in_flight.is_empty());
     println!(
         "[{engine}] final restart: last in-flight events found stored {stored}, not stored {not_stored}; \
-         {} events acknowledged in {} batches ({batch_no} answered under load)",
+         {} events acknowledged in {} batches ({batch_no} answered under load; of those a kill left \
+         unanswered, {} had committed and {} had not)",
         ledger.acked.len(),
-        ledger.acked_batches.len()
+        ledger.acked_batches.len(),
+        ledger.committed_unanswered,
+        ledger.not_committed,
     );
     assert!(!ledger.acked.is_empty(), "no batch was ever acknowledged");
 
@@ -304,11 +310,17 @@ async fn resolve_in_flight(
         let receipts = post(client, server, key, &batch).await;
         let status = receipts[0]["status"].as_str().expect("status").to_owned();
         assert!(status == "recorded" || status == "duplicate", "{}", receipts[0]);
-        match status.as_str() {
-            "duplicate" => stored += receipts.len(),
-            _ => not_stored += receipts.len(),
-        }
         let mut ledger = ledger.lock().unwrap();
+        match status.as_str() {
+            "duplicate" => {
+                stored += receipts.len();
+                ledger.committed_unanswered += 1;
+            }
+            _ => {
+                not_stored += receipts.len();
+                ledger.not_committed += 1;
+            }
+        }
         // A batch is one transaction: all of it or none of it committed.
         acknowledge(&mut ledger, &batch, &receipts, &status);
         ledger.acked_batches.push(batch);
