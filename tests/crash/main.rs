@@ -175,23 +175,13 @@ async fn run(deployment: &Deployment, cycles: usize) {
                     let mut requests = 0usize;
                     for (n, size) in sizes.into_iter().enumerate() {
                         let batch = make_batch(&format!("c{cycle}-k{c}-b{n}"), size, cycle + c + n);
-                        match client.post(&url).bearer_auth(&key).json(&batch.body).send().await {
-                            Ok(response) => {
-                                let status = response.status();
-                                let body: Result<Value, _> = response.json().await;
-                                match body {
-                                    Ok(body) => {
-                                        assert_eq!(status, StatusCode::OK, "batch answered {status}: {body}");
-                                        let receipts = body["receipts"].as_array().expect("receipts").clone();
-                                        let mut ledger = ledger.lock().unwrap();
-                                        acknowledge(&mut ledger, &batch, &receipts, "recorded");
-                                        ledger.acked_batches.push(batch);
-                                    }
-                                    // The server died while sending the answer.
-                                    Err(_) => ledger.lock().unwrap().in_flight.push(batch),
-                                }
+                        match send_batch(&client, &url, &key, &batch).await {
+                            Some(receipts) => {
+                                let mut ledger = ledger.lock().unwrap();
+                                acknowledge(&mut ledger, &batch, &receipts, "recorded");
+                                ledger.acked_batches.push(batch);
                             }
-                            Err(_) => {
+                            None => {
                                 ledger.lock().unwrap().in_flight.push(batch);
                                 break;
                             }
@@ -231,8 +221,8 @@ async fn run(deployment: &Deployment, cycles: usize) {
     assert!(ledger.in_flight.is_empty());
     println!(
         "[{engine}] final restart: last in-flight events found stored {stored}, not stored {not_stored}; \
-         {} events acknowledged in {} batches ({batch_no} answered under load; of those a kill left \
-         unanswered, {} had committed and {} had not)",
+         {} events acknowledged in {} batches ({batch_no} answered under load); of the batches a kill \
+         left unanswered, {} had committed and {} had not",
         ledger.acked.len(),
         ledger.acked_batches.len(),
         ledger.committed_unanswered,
@@ -340,17 +330,32 @@ fn acknowledge(ledger: &mut Ledger, batch: &Batch, receipts: &[Value], status: &
 }
 
 async fn post(client: &reqwest::Client, server: &Server, key: &str, batch: &Batch) -> Vec<Value> {
-    let response = client
-        .post(server.url("/v1/events"))
-        .bearer_auth(key)
-        .json(&batch.body)
-        .send()
+    send_batch(client, &server.url("/v1/events"), key, batch)
         .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["receipts"].as_array().expect("receipts").clone()
+        .expect("a live server answers")
+}
+
+/// Posts a batch: its receipts, or `None` when the server died before the
+/// whole answer arrived. A 429 or 503 (load shed, nothing committed) is
+/// retried after its `Retry-After` (at most a second); any other answer but
+/// 200 fails the test.
+async fn send_batch(client: &reqwest::Client, url: &str, key: &str, batch: &Batch) -> Option<Vec<Value>> {
+    loop {
+        let response = client.post(url).bearer_auth(key).json(&batch.body).send().await.ok()?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body: Value = response.json().await.ok()?;
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            let wait = Duration::from_secs(retry_after.unwrap_or(1)).min(Duration::from_secs(1));
+            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+            continue;
+        }
+        assert_eq!(status, StatusCode::OK, "batch answered {status}: {body}");
+        return Some(body["receipts"].as_array().expect("receipts").clone());
+    }
 }
 
 fn parse_receipt(r: &Value) -> Receipt {
