@@ -19,6 +19,12 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
     cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
+# libfuzzer-sys builds libFuzzer from C++ source.
+if ! command -v c++ >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+fi
+
 start=$(date +%s)
 cargo fuzz build "${FLAGS[@]}"
 echo "fuzz targets built in $(( $(date +%s) - start )) s"
@@ -32,7 +38,8 @@ for target in $(cargo fuzz list); do
     log="$(mktemp)"
     if ! cargo fuzz run "${FLAGS[@]}" "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
-        tail -n 60 "$log"
+        grep -m 1 -A 2 "panicked at" "$log" || true
+        tail -n 25 "$log"
         echo "fuzz target $target failed: the input is under fuzz/artifacts/$target/" >&2
         rm -f "$log"
         exit 1
