@@ -15,6 +15,8 @@ pub mod clock;
 pub mod compliance;
 pub mod crypto;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod server;
 pub mod store;

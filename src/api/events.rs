@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use super::extract::{Caller, JsonBody};
 use super::{json, ApiError, AppState, Problem, MAX_BATCH_EVENTS};
-use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Milligrams};
+use crate::domain::{escape_pointer, event_id_of, minimize, parse_event, scrub, Methodology, Milligrams};
 use crate::store::{CountedElsewhere, IngestItem, IngestOutcome, Purpose, Receipt, StoreError};
 
 #[derive(Serialize)]
@@ -140,6 +141,50 @@ fn events_of(body: Value) -> Result<(Vec<Value>, bool), ApiError> {
     }
 }
 
+/// Each slot of a request: the event id to echo, and either an index into
+/// the items to record or the event's rejection.
+pub(crate) type Slot = (Option<String>, Result<usize, Problem>);
+
+/// A request body taken apart before anything touches the store.
+pub(crate) struct Parsed {
+    pub slots: Vec<Slot>,
+    pub items: Vec<IngestItem>,
+    /// The body was `{"events": [...]}`.
+    pub batch: bool,
+}
+
+/// Splits, parses and minimizes the events of a body: pure, so the fuzz
+/// targets (`crate::fuzzing`) run exactly what the handler runs.
+pub(crate) fn parse_body(body: Value, methodology: &Methodology, now: OffsetDateTime) -> Result<Parsed, ApiError> {
+    let (events, batch) = events_of(body)?;
+    let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
+    let mut items = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        let echo = event_id_of(&event);
+        let prefix = if batch {
+            format!("/events/{index}")
+        } else {
+            String::new()
+        };
+        let parsed = parse_event(event).and_then(|raw| {
+            let record = minimize(&raw, methodology, now)?;
+            Ok(IngestItem {
+                event_id: raw.event_id,
+                subject: raw.subject,
+                record,
+            })
+        });
+        match parsed {
+            Ok(item) => {
+                slots.push((echo, Ok(items.len())));
+                items.push(item);
+            }
+            Err(field) => slots.push((echo, Err(Problem::for_field(&field, &prefix)))),
+        }
+    }
+    Ok(Parsed { slots, items, batch })
+}
+
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -172,37 +217,9 @@ pub async fn post_events(
         &caller.access(Purpose::Accounting),
         crate::policy::Permission::RecordEvents,
     )?;
-    let (events, batch) = events_of(body)?;
-    state.charge_events(caller.0.tenant, events.len())?;
     let methodology = &state.store.policies().methodology;
-    let now = state.store.now();
-
-    // Each slot is either an index into `items` or a rejection.
-    let mut slots: Vec<(Option<String>, Result<usize, Problem>)> = Vec::with_capacity(events.len());
-    let mut items = Vec::with_capacity(events.len());
-    for (index, event) in events.into_iter().enumerate() {
-        let echo = event_id_of(&event);
-        let prefix = if batch {
-            format!("/events/{index}")
-        } else {
-            String::new()
-        };
-        let parsed = parse_event(event).and_then(|raw| {
-            let record = minimize(&raw, methodology, now)?;
-            Ok(IngestItem {
-                event_id: raw.event_id,
-                subject: raw.subject,
-                record,
-            })
-        });
-        match parsed {
-            Ok(item) => {
-                slots.push((echo, Ok(items.len())));
-                items.push(item);
-            }
-            Err(field) => slots.push((echo, Err(Problem::for_field(&field, &prefix)))),
-        }
-    }
+    let Parsed { slots, items, batch } = parse_body(body, methodology, state.store.now())?;
+    state.charge_events(caller.0.tenant, slots.len())?;
 
     if !batch {
         if let Some((_, Err(problem))) = slots.first() {

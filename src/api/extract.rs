@@ -106,7 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Subject {
 /// the last of two equal keys silently, so `{"data": {"route": ...},
 /// "data": {}}` would slip a refused field past every check (and free it
 /// unscrubbed). Errors name the key, never a value.
-fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+pub(crate) fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Strict.deserialize(&mut de)?;

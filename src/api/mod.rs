@@ -41,6 +41,9 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 pub use detach::{InFlight, MAX_IN_FLIGHT};
 pub use limits::{Limits, LimitsConfig};
 pub use metrics::Metrics;
+// For `crate::fuzzing`: the untrusted-input paths, without their handlers.
+pub(crate) use events::{parse_body, Parsed};
+pub(crate) use extract::parse_strict;
 
 #[derive(Clone)]
 pub struct AppState {
