@@ -101,6 +101,7 @@ fn routes() -> Vec<Route> {
         route!(POST "/v1/subjects/{id}/links" => links::redeem),
         route!(DELETE "/v1/subjects/{id}/links/{link}" => links::unlink),
         route!(GET "/v1/subjects/{id}/linked-account" => links::linked_account),
+        route!(POST "/v1/subjects/{id}/links/{link}/transfers" => points::transfer),
         route!(GET "/v1/consent/purposes" => consents::purposes),
         route!(GET "/v1/audit/checkpoint" => audit::checkpoint),
         route!(GET "/v1/audit/public-key" => audit::public_key),

@@ -97,6 +97,20 @@ pub struct RedemptionRequestSchema {
     description: Option<String>,
 }
 
+/// Moving points to the person's linked account on another platform.
+#[derive(ToSchema)]
+#[schema(as = TransferRequest)]
+#[allow(dead_code)]
+pub struct TransferRequestSchema {
+    /// Points to move, 1 to 1,000,000,000, at most the balance.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    points: i64,
+    /// The platform's own id of the transfer: a retry with the same one and
+    /// the same body gets the original receipt. 1 to 128 bytes.
+    #[schema(min_length = 1, max_length = 128)]
+    reference: String,
+}
+
 /// Redeeming a link code the other platform issued.
 #[derive(ToSchema)]
 #[schema(as = LinkRequest)]
@@ -149,6 +163,7 @@ impl Modify for BearerScheme {
         super::points::redeem,
         super::points::refund,
         super::points::list,
+        super::points::transfer,
         super::links::issue_code,
         super::links::redeem,
         super::links::unlink,
@@ -162,7 +177,8 @@ impl Modify for BearerScheme {
         EventBatchSchema,
         ConsentGrantSchema,
         RedemptionRequestSchema,
-        LinkRequestSchema
+        LinkRequestSchema,
+        TransferRequestSchema
     )),
     modifiers(&BearerScheme),
     tags(

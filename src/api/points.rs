@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::extract::{Caller, JsonBody, Subject};
 use super::{json, ApiError, AppState};
 use crate::domain::{escape_pointer, scrub, FieldError};
-use crate::store::{Purpose, Redemption, RedemptionRequest, RedemptionStatus};
+use crate::store::{Purpose, Redemption, RedemptionRequest, RedemptionStatus, StoreError, Transfer, TransferRequest};
 
 /// A redemption as returned: the receipt of a redemption or refund, and a
 /// line of the listing.
@@ -225,4 +225,108 @@ pub async fn list(
         .await?;
     let views: Vec<RedemptionView> = redemptions.iter().map(RedemptionView::from).collect();
     Ok(json(StatusCode::OK, &json!({ "redemptions": views })))
+}
+
+/// A transfer's receipt, for the sending platform.
+#[derive(Serialize)]
+struct TransferView {
+    transfer_id: String,
+    link_id: String,
+    points: i64,
+    transferred_on: String,
+    /// The sending account's balance after it.
+    balance_after: i64,
+    audit_seq: u64,
+}
+
+impl From<&Transfer> for TransferView {
+    fn from(t: &Transfer) -> Self {
+        Self {
+            transfer_id: hex::encode(t.transfer_id),
+            link_id: hex::encode(t.link_id),
+            points: t.points,
+            transferred_on: t.day.to_string(),
+            balance_after: t.balance,
+            audit_seq: t.audit_seq,
+        }
+    }
+}
+
+/// `{"points": N, "reference": "..."}`.
+fn transfer_body(body: &Value) -> Result<TransferRequest, FieldError> {
+    let Value::Object(map) = body else {
+        return Err(FieldError::invalid(
+            "",
+            "must be an object: {\"points\": N, \"reference\": \"...\"}",
+        ));
+    };
+    if let Some(other) = map.keys().find(|k| !["points", "reference"].contains(&k.as_str())) {
+        return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
+    }
+    let points = map
+        .get("points")
+        .ok_or_else(|| FieldError::missing("/points"))?
+        .as_i64()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| FieldError::invalid("/points", "must be a positive whole number of points"))?;
+    let reference = map
+        .get("reference")
+        .ok_or_else(|| FieldError::missing("/reference"))?
+        .as_str()
+        .ok_or_else(|| FieldError::invalid("/reference", "must be the platform's reference, a string"))?
+        .to_owned();
+    Ok(TransferRequest { points, reference })
+}
+
+/// `POST /v1/subjects/{id}/links/{link}/transfers`: moves points from this
+/// platform's account to the person's linked account on the other (201); a
+/// retry with the same reference and body gets the original receipt (200).
+#[utoipa::path(
+    post,
+    path = "/v1/subjects/{id}/links/{link}/transfers",
+    tag = "points",
+    params(
+        ("id" = String, Path, description = "The platform's own id of the person, 1 to 128 bytes", example = "u-1"),
+        ("link" = String, Path, description = "The link id (32 hex digits)"),
+    ),
+    request_body(content = super::openapi::TransferRequestSchema, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Moved: the sending side's receipt", body = Object),
+        (status = 200, description = "A retry of the same transfer: the original receipt", body = Object),
+        (status = 400, description = "Malformed request (bad JSON, query or path)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 403, description = "The key's role may not do this, or either account has not consented to interconnection or rewards", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "No such link on this account, or no data held on this subject", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough points, or the reference was used with another body", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 429, description = "This platform's rate budget is spent (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the database is busy (see Retry-After)", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 500, description = "Failed inside the service; nothing was committed", body = super::openapi::ProblemSchema, content_type = "application/problem+json"),
+    )
+)]
+pub async fn transfer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Subject(subject): Subject,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut link_id = [0u8; 16];
+    let parsed = params
+        .get("link")
+        .is_some_and(|l| hex::decode_to_slice(l, &mut link_id).is_ok());
+    if !parsed {
+        return Err(StoreError::LinkNotFound.into());
+    }
+    let mut body = body;
+    let request = transfer_body(&body);
+    scrub(&mut body);
+    let request = request?;
+    let (transfer, replayed) = state
+        .store
+        .transfer_points(&caller.access(Purpose::Rewards), &subject, link_id, &request)
+        .await?;
+    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json(status, &TransferView::from(&transfer)))
 }

@@ -77,6 +77,9 @@ pub struct PointsView {
     earned: i64,
     spent: i64,
     expired: i64,
+    /// Moved in from, and out to, the person's linked accounts.
+    transferred_in: i64,
+    transferred_out: i64,
     /// What expires on which day (the first day it is no longer
     /// spendable), within the notice period.
     expiring: Vec<ExpiringView>,
@@ -95,6 +98,8 @@ impl From<&PointsSummary> for PointsView {
             earned: p.earned,
             spent: p.spent,
             expired: p.expired,
+            transferred_in: p.transferred_in,
+            transferred_out: p.transferred_out,
             expiring: p
                 .expiring
                 .iter()

@@ -194,6 +194,17 @@ pub enum Action {
         subject: AuditRef,
         items: u32,
     },
+    /// Points moved between a person's linked accounts: one entry per side,
+    /// logged under that side's platform (points negative on the sending
+    /// side, positive on the receiving one), paired by the transfer and
+    /// link ids; the balance is that side's after it.
+    PointsTransferred {
+        subject: AuditRef,
+        transfer_id: [u8; 16],
+        link_id: [u8; 16],
+        points: i64,
+        balance: i64,
+    },
     /// A platform issued a link code for its account (the code itself is
     /// never logged).
     LinkCodeIssued {
@@ -291,6 +302,7 @@ impl Action {
             Action::PointsRefunded { .. } => 21,
             Action::PointsExpired { .. } => 22,
             Action::RedemptionsRead { .. } => 23,
+            Action::PointsTransferred { .. } => 24,
             Action::LinkCodeIssued { .. } => 30,
             Action::AccountsLinked { .. } => 31,
             Action::AccountsUnlinked { .. } => 32,
@@ -310,6 +322,7 @@ impl Action {
             | Action::PointsRedeemed { subject, .. }
             | Action::PointsRefunded { subject, .. }
             | Action::RedemptionsRead { subject, .. }
+            | Action::PointsTransferred { subject, .. }
             | Action::LinkCodeIssued { subject }
             | Action::AccountsLinked { subject, .. }
             | Action::AccountsUnlinked { subject, .. }
@@ -465,6 +478,19 @@ impl AuditEntry {
                 w.extend_from_slice(subject.as_bytes());
                 w.extend_from_slice(&items.to_be_bytes());
             }
+            Action::PointsTransferred {
+                subject,
+                transfer_id,
+                link_id,
+                points,
+                balance,
+            } => {
+                w.extend_from_slice(subject.as_bytes());
+                w.extend_from_slice(transfer_id);
+                w.extend_from_slice(link_id);
+                w.extend_from_slice(&points.to_be_bytes());
+                w.extend_from_slice(&balance.to_be_bytes());
+            }
             Action::LinkCodeIssued { subject } => w.extend_from_slice(subject.as_bytes()),
             Action::AccountsLinked { subject, link_id } => {
                 w.extend_from_slice(subject.as_bytes());
@@ -609,6 +635,13 @@ impl AuditEntry {
             23 => Action::RedemptionsRead {
                 subject: AuditRef::from_bytes(r.array()?),
                 items: r.u32()?,
+            },
+            24 => Action::PointsTransferred {
+                subject: AuditRef::from_bytes(r.array()?),
+                transfer_id: r.array()?,
+                link_id: r.array()?,
+                points: r.i64()?,
+                balance: r.i64()?,
             },
             30 => Action::LinkCodeIssued {
                 subject: AuditRef::from_bytes(r.array()?),
@@ -771,6 +804,19 @@ impl AuditEntry {
             Action::RedemptionsRead { subject, items } => (
                 "redemptions_read",
                 json!({"subject_ref": hex::encode(subject.as_bytes()), "items": items}),
+            ),
+            Action::PointsTransferred {
+                subject,
+                transfer_id,
+                link_id,
+                points,
+                balance,
+            } => (
+                "points_transferred",
+                json!({
+                    "subject_ref": hex::encode(subject.as_bytes()), "transfer_id": hex::encode(transfer_id),
+                    "link_id": hex::encode(link_id), "points": points, "balance": balance,
+                }),
             ),
             Action::LinkCodeIssued { subject } => (
                 "link_code_issued",
@@ -1003,6 +1049,13 @@ pub(crate) mod tests {
             Action::RedemptionsRead {
                 subject: AuditRef::from_bytes([6; 16]),
                 items: 2,
+            },
+            Action::PointsTransferred {
+                subject: AuditRef::from_bytes([6; 16]),
+                transfer_id: [8; 16],
+                link_id: [9; 16],
+                points: -12,
+                balance: 30,
             },
             Action::NoticeLanguage {
                 subject: AuditRef::from_bytes([6; 16]),

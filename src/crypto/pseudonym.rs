@@ -68,6 +68,16 @@ impl PseudonymKey {
         *hasher.finalize().as_bytes()
     }
 
+    /// The lookup key of a platform's reference for a transfer of points to
+    /// a linked account: as for redemptions, only this keyed hash is stored.
+    pub fn transfer_key(&self, subject: &SubjectRef, reference: &str) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(b"\x08transfer");
+        hasher.update(subject.as_bytes());
+        hasher.update(reference.as_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
     /// A keyed fingerprint of a redemption's content (points and
     /// description), so a reused reference with other content is told
     /// apart from a retry.

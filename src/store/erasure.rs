@@ -26,21 +26,22 @@ enum KeyType {
 /// The tables holding rows about a subject (by their `subject` column),
 /// each with the column that tells one subject's rows apart, for purging in
 /// bounded chunks.
-const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 7] = [
+const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 8] = [
     ("records", "record_id", KeyType::Blob),
     ("ledger_entries", "id", KeyType::Int),
     ("idempotency_keys", "event_key", KeyType::Blob),
     ("consents", "purpose", KeyType::Text),
     ("consent_history", "id", KeyType::Int),
-    // The points ledger and redemptions: counted with the ledger entries
+    // The points ledger, redemptions and transfers sent: counted with the ledger entries
     // in the erasure's audit entry (see `POINTS_TABLES`).
     ("points_entries", "id", KeyType::Int),
     ("redemptions", "redemption_id", KeyType::Blob),
+    ("points_transfers", "transfer_id", KeyType::Blob),
 ];
 
 /// How many of `SUBJECT_TABLE_KEYS`, from the end, the erasure counts as
 /// ledger entries: the audit entry's counts predate the points ledger.
-const POINTS_TABLES: usize = 2;
+const POINTS_TABLES: usize = 3;
 
 /// Rows deleted per purge transaction: small enough that other writers
 /// wait milliseconds, not the length of the purge.

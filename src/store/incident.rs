@@ -65,6 +65,7 @@ fn kind_of(action: &Action) -> &'static str {
         Action::PointsRefunded { .. } => "points_refunded",
         Action::PointsExpired { .. } => "points_expired",
         Action::RedemptionsRead { .. } => "read_redemptions",
+        Action::PointsTransferred { .. } => "points_transferred",
         Action::LinkCodeIssued { .. } => "link_code_issued",
         Action::AccountsLinked { .. } => "accounts_linked",
         Action::AccountsUnlinked { .. } => "accounts_unlinked",

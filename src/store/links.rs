@@ -67,11 +67,11 @@ pub struct LinkedAccount {
 }
 
 /// A link row's far side, as ingest and the consolidated view need it.
-struct Peer {
-    link_id: [u8; 16],
-    tenant: TenantId,
-    subject: Vec<u8>,
-    audit_ref: [u8; 16],
+pub(super) struct Peer {
+    pub link_id: [u8; 16],
+    pub tenant: TenantId,
+    pub subject: Vec<u8>,
+    pub audit_ref: [u8; 16],
     linked_at: i64,
     name: String,
 }
@@ -137,7 +137,7 @@ fn day_of(at: i64) -> Result<Day, StoreError> {
 impl Store {
     /// Whether the account consents to interconnection under the notice in
     /// force.
-    async fn interconnects(
+    pub(super) async fn interconnects(
         &self,
         conn: &mut AnyConnection,
         tenant: TenantId,
@@ -380,7 +380,12 @@ impl Store {
     }
 
     /// The account's links, the far side of each.
-    async fn peers(&self, conn: &mut AnyConnection, tenant: TenantId, subject: &[u8]) -> Result<Vec<Peer>, StoreError> {
+    pub(super) async fn peers(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: TenantId,
+        subject: &[u8],
+    ) -> Result<Vec<Peer>, StoreError> {
         let rows = sqlx::query(
             "SELECT l.link_id, l.peer_tenant, l.peer_subject, p.audit_ref, l.linked_at, t.name \
              FROM subject_links l \

@@ -569,4 +569,141 @@ on_both_engines!(
     unlinked_or_other_days_count_on_each,
     erasure_on_either_side_unlinks,
     a_link_stores_no_user_id_and_no_code,
+    points_earned_on_one_platform_are_spent_on_the_other,
 );
+
+async fn transfer(app: &TestApp, key: &str, subject: &str, link: &str, body: Value) -> (StatusCode, Value) {
+    let url = app.url(&format!("/v1/subjects/{subject}/links/{link}/transfers"));
+    app.send(app.client.post(url).bearer_auth(key).json(&body)).await
+}
+
+fn balance(account: &Value) -> i64 {
+    account["points"]["balance"].as_i64().unwrap()
+}
+
+async fn points_earned_on_one_platform_are_spent_on_the_other(app: TestApp) {
+    let bank = two_platforms(&app).await;
+    let link_id = link(&app, &bank).await;
+    // 30 points on the city app (three bus rides), none at the bank.
+    let rides: Vec<Value> = (0..3).map(|i| bus(&format!("pool-{i}"), CITY_USER)).collect();
+    let (status, receipts) = app.post_events_as(&app.key, &json!({ "events": rides })).await;
+    assert_eq!(status, StatusCode::OK, "{receipts}");
+    assert_eq!(balance(&account(&app, &app.key, CITY_USER).await), 30);
+
+    // One transfer moves 25 to the bank account: both balances move.
+    let body = json!({"points": 25, "reference": "T-1"});
+    let (status, sent) = transfer(&app, &app.key, CITY_USER, &link_id, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{sent}");
+    assert_no_user_ids(&sent);
+    assert_eq!(
+        (sent["points"].as_i64(), sent["balance_after"].as_i64()),
+        (Some(25), Some(5))
+    );
+    let city = account(&app, &app.key, CITY_USER).await;
+    let at_bank = account(&app, &bank, BANK_USER).await;
+    assert_eq!(
+        (balance(&city), city["points"]["transferred_out"].as_i64()),
+        (5, Some(25))
+    );
+    assert_eq!(
+        (balance(&at_bank), at_bank["points"]["transferred_in"].as_i64()),
+        (25, Some(25))
+    );
+    assert_eq!(city["points"]["spent"], 0, "a transfer is not a redemption");
+    // A retry answers the original receipt and moves nothing more.
+    let (status, again) = transfer(&app, &app.key, CITY_USER, &link_id, body).await;
+    assert_eq!((status, &again), (StatusCode::OK, &sent));
+    assert_eq!(balance(&account(&app, &bank, BANK_USER).await), 25);
+    // The same reference for another amount, more than the balance, an
+    // unknown link: refused, nothing moves.
+    let (status, p) = transfer(
+        &app,
+        &app.key,
+        CITY_USER,
+        &link_id,
+        json!({"points": 3, "reference": "T-1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_type(&p)),
+        (
+            StatusCode::CONFLICT,
+            "urn:carbon-ledger:problem:redemption-reference-reused"
+        )
+    );
+    let (status, p) = transfer(
+        &app,
+        &app.key,
+        CITY_USER,
+        &link_id,
+        json!({"points": 6, "reference": "T-2"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_type(&p)),
+        (StatusCode::CONFLICT, "urn:carbon-ledger:problem:insufficient-points")
+    );
+    let (status, p) = transfer(
+        &app,
+        &app.key,
+        CITY_USER,
+        &"0".repeat(32),
+        json!({"points": 1, "reference": "T-3"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_type(&p)),
+        (StatusCode::NOT_FOUND, "urn:carbon-ledger:problem:link-not-found")
+    );
+
+    // The bank spends what was earned on the city app.
+    let url = app.url(&format!("/v1/subjects/{BANK_USER}/redemptions"));
+    let (status, spent) = app
+        .send(
+            app.client
+                .post(url)
+                .bearer_auth(&bank)
+                .json(&json!({"points": 25, "reference": "R-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{spent}");
+    assert_eq!(spent["balance_after"], 0);
+
+    // Without `rewards` on the receiving side, nothing moves.
+    let url = app.url(&format!("/v1/subjects/{BANK_USER}/consents/rewards"));
+    let (status, _) = app.send(app.client.delete(url).bearer_auth(&bank)).await;
+    assert!(status.is_success());
+    let (status, p) = transfer(
+        &app,
+        &app.key,
+        CITY_USER,
+        &link_id,
+        json!({"points": 5, "reference": "T-4"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_type(&p)),
+        (StatusCode::FORBIDDEN, "urn:carbon-ledger:problem:consent-required")
+    );
+    assert!(p["detail"].as_str().unwrap().contains("rewards"), "{p}");
+    assert_eq!(balance(&account(&app, &app.key, CITY_USER).await), 5);
+
+    // One transfer, one entry per side, each under its own platform, paired
+    // by the transfer id; the log verifies.
+    let entries = app.audit_entries(0, 10_000).await.unwrap();
+    let moved: Vec<(Option<i64>, i64, [u8; 16])> = entries
+        .iter()
+        .filter_map(|e| match e.action {
+            Action::PointsTransferred {
+                transfer_id, points, ..
+            } => Some((e.actor.map(|t| t.get()), points, transfer_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!((moved[0].1, moved[1].1), (-25, 25));
+    assert_ne!(moved[0].0, moved[1].0, "each side under its own platform");
+    assert_eq!(moved[0].2, moved[1].2);
+    let out = app.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -7,7 +7,6 @@ CREATE TABLE points_transfers (
     tenant_id     BIGINT NOT NULL,
     subject       BYTEA    NOT NULL,
     reference_key BYTEA    NOT NULL,
-    content_hash  BYTEA    NOT NULL,
     link_id       BYTEA    NOT NULL,
     points        BIGINT NOT NULL CHECK (points > 0),
     day           BIGINT NOT NULL,

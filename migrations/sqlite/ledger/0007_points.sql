@@ -5,7 +5,7 @@ CREATE TABLE points_entries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant_id     INTEGER NOT NULL,
     subject       BLOB    NOT NULL,
-    entry         TEXT    NOT NULL CHECK (entry IN ('earn', 'redeem', 'refund', 'expire')),
+    entry         TEXT    NOT NULL CHECK (entry IN ('earn', 'redeem', 'refund', 'expire', 'transfer_in', 'transfer_out')),
     -- Signed: credits positive, debits negative.
     points        INTEGER NOT NULL,
     balance       INTEGER NOT NULL CHECK (balance >= 0),
@@ -13,7 +13,8 @@ CREATE TABLE points_entries (
     -- Credits only: the day their unspent points expire (NULL: never),
     -- fixed when they are credited, so a later policy change gives notice.
     expires_on    INTEGER,
-    -- The record an earning came from, or the redemption a line belongs to.
+    -- The record an earning came from, or the redemption (or transfer
+    -- between linked accounts) a line belongs to.
     record_id     BLOB,
     redemption_id BLOB,
     -- The audit entry of a redemption's or refund's line, for retries.

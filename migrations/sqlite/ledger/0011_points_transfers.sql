@@ -7,7 +7,6 @@ CREATE TABLE points_transfers (
     tenant_id     INTEGER NOT NULL,
     subject       BLOB    NOT NULL,
     reference_key BLOB    NOT NULL,
-    content_hash  BLOB    NOT NULL,
     link_id       BLOB    NOT NULL,
     points        INTEGER NOT NULL CHECK (points > 0),
     day           INTEGER NOT NULL,

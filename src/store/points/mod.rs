@@ -15,12 +15,14 @@
 
 mod expiry;
 mod redeem;
+mod transfer;
 
 use sqlx::AnyConnection;
 
 pub use expiry::ExpiryCounts;
 pub(super) use redeem::{redemption_page, SEALED_KIND};
 pub use redeem::{Redemption, RedemptionRequest, RedemptionStatus, MAX_REDEMPTIONS_LISTED};
+pub use transfer::{Transfer, TransferRequest};
 
 use super::sql::{insert_rows, select_in, Arg};
 use super::{Engine, StoreError};
@@ -45,6 +47,10 @@ pub struct PointsSummary {
     /// Redeemed, net of refunds.
     pub spent: i64,
     pub expired: i64,
+    /// Moved in from, and out to, the person's linked accounts on other
+    /// platforms (pooling).
+    pub transferred_in: i64,
+    pub transferred_out: i64,
     /// What expires within the notice period, soonest first.
     pub expiring: Vec<Expiring>,
 }
@@ -56,6 +62,9 @@ pub(super) enum LineKind {
     Redeem,
     Refund,
     Expire,
+    /// Points sent to, or received from, a linked account (`transfer.rs`).
+    TransferOut,
+    TransferIn,
 }
 
 impl LineKind {
@@ -65,6 +74,8 @@ impl LineKind {
             LineKind::Redeem => "redeem",
             LineKind::Refund => "refund",
             LineKind::Expire => "expire",
+            LineKind::TransferOut => "transfer_out",
+            LineKind::TransferIn => "transfer_in",
         }
     }
 
@@ -74,6 +85,8 @@ impl LineKind {
             "redeem" => LineKind::Redeem,
             "refund" => LineKind::Refund,
             "expire" => LineKind::Expire,
+            "transfer_out" => LineKind::TransferOut,
+            "transfer_in" => LineKind::TransferIn,
             _ => return Err(StoreError::Corrupt("unknown points line kind".into())),
         })
     }
@@ -241,6 +254,8 @@ pub(super) struct Position {
     pub summary: PointsSummary,
     /// Points due to expire by `today` that no `expire` line holds yet.
     pub due: i64,
+    /// The spendable points by expiry day (see `remaining_lots`).
+    pub lots: Vec<(Option<i64>, i64)>,
 }
 
 /// Reads the subject's lines and works out their position on `today`,
@@ -265,13 +280,45 @@ pub(super) async fn position(
     for row in rows {
         lines.push((LineKind::parse(&row.entry)?, row.points, row.expires_on));
     }
-    Ok(work_out(&lines, i64::from(today.days()), notice_days))
+    let position = work_out(&lines, i64::from(today.days()), notice_days);
+    Ok(Position {
+        lots: remaining_lots(&lines, position.due),
+        ..position
+    })
+}
+
+/// What is left of each credit once everything spent, transferred and
+/// expired has taken the soonest-expiring credits first: (expires_on,
+/// points), soonest first, credits that never expire last. A transfer
+/// moves these lots, so points keep their expiry on the other side.
+fn remaining_lots(lines: &[(LineKind, i64, Option<i64>)], due: i64) -> Vec<(Option<i64>, i64)> {
+    let mut credits: Vec<(Option<i64>, i64)> = Vec::new();
+    let mut consumed = due;
+    for &(kind, points, expires_on) in lines {
+        match kind {
+            LineKind::Earn | LineKind::Refund | LineKind::TransferIn => credits.push((expires_on, points)),
+            LineKind::Redeem | LineKind::Expire | LineKind::TransferOut => consumed -= points,
+        }
+    }
+    // Stable: among credits of one day, the oldest first.
+    credits.sort_by_key(|&(on, _)| on.unwrap_or(i64::MAX));
+    let mut lots = Vec::new();
+    for (on, points) in credits {
+        let used = consumed.min(points);
+        consumed -= used;
+        if points > used {
+            lots.push((on, points - used));
+        }
+    }
+    lots
 }
 
 /// The arithmetic of `position`, on (kind, signed points, expires_on)
 /// lines in order.
 fn work_out(lines: &[(LineKind, i64, Option<i64>)], today: i64, notice_days: u32) -> Position {
     let mut s = PointsSummary::default();
+    // Points consumed by spending: redemptions and transfers out both take
+    // the oldest credits first.
     let (mut redeemed, mut refunded) = (0i64, 0i64);
     // Credits that expire, by day.
     let mut expiring: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
@@ -282,12 +329,17 @@ fn work_out(lines: &[(LineKind, i64, Option<i64>)], today: i64, notice_days: u32
             LineKind::Redeem => redeemed -= points,
             LineKind::Refund => refunded += points,
             LineKind::Expire => s.expired -= points,
+            LineKind::TransferOut => {
+                s.transferred_out -= points;
+                redeemed -= points;
+            }
+            LineKind::TransferIn => s.transferred_in += points,
         }
-        if let (LineKind::Earn | LineKind::Refund, Some(on)) = (kind, expires_on) {
+        if let (LineKind::Earn | LineKind::Refund | LineKind::TransferIn, Some(on)) = (kind, expires_on) {
             *expiring.entry(on).or_default() += points;
         }
     }
-    s.spent = redeemed - refunded;
+    s.spent = redeemed - s.transferred_out - refunded;
     // FIFO: by day `d`, the credits expiring by `d` must have been consumed
     // by redemptions (refunds are credits of their own) or expiry.
     let mut needed = s.expired;
@@ -313,7 +365,11 @@ fn work_out(lines: &[(LineKind, i64, Option<i64>)], today: i64, notice_days: u32
     }
     s.balance -= due;
     s.expired += due;
-    Position { summary: s, due }
+    Position {
+        summary: s,
+        due,
+        lots: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +408,27 @@ mod tests {
         assert_eq!(p.summary.expiring.len(), 1);
         let p = work_out(&lines, 40, 30);
         assert_eq!((p.summary.balance, p.due), (0, 10));
+    }
+
+    #[test]
+    fn transfers_out_spend_the_oldest_credits_and_lots_keep_their_expiry() {
+        let lines = [
+            (Earn, 10, Some(10)),
+            (Earn, 10, None),
+            (Earn, 10, Some(20)),
+            (TransferOut, -12, None),
+            (TransferIn, 4, Some(15)),
+        ];
+        let p = work_out(&lines, 5, 30);
+        assert_eq!((p.summary.balance, p.summary.spent), (22, 0));
+        assert_eq!((p.summary.transferred_out, p.summary.transferred_in), (12, 4));
+        assert_eq!(
+            remaining_lots(&lines, p.due),
+            vec![(Some(15), 2), (Some(20), 10), (None, 10)],
+            "what was sent came from the soonest-expiring credits: day 10's, then 2 of day 15's"
+        );
+        let total: i64 = remaining_lots(&lines, p.due).iter().map(|l| l.1).sum();
+        assert_eq!(total, p.summary.balance);
     }
 
     #[test]

@@ -214,7 +214,7 @@ pub(in crate::store) async fn redemption_page(
 }
 
 /// Whether the subject consents to `rewards` under the current notice.
-async fn consents_to_rewards(
+pub(super) async fn consents_to_rewards(
     conn: &mut AnyConnection,
     tenant: TenantId,
     subject: &[u8],
