@@ -61,6 +61,23 @@ impl From<&Redemption> for RedemptionView {
     }
 }
 
+/// The `points` and `reference` fields redemptions and transfers share.
+fn points_and_reference(map: &serde_json::Map<String, Value>) -> Result<(i64, String), FieldError> {
+    let points = map
+        .get("points")
+        .ok_or_else(|| FieldError::missing("/points"))?
+        .as_i64()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| FieldError::invalid("/points", "must be a positive whole number of points"))?;
+    let reference = map
+        .get("reference")
+        .ok_or_else(|| FieldError::missing("/reference"))?
+        .as_str()
+        .ok_or_else(|| FieldError::invalid("/reference", "must be the platform's reference, a string"))?
+        .to_owned();
+    Ok((points, reference))
+}
+
 /// `{"points": N, "reference": "...", "description": "..."}`.
 fn redemption_body(body: &Value) -> Result<RedemptionRequest, FieldError> {
     let Value::Object(map) = body else {
@@ -75,18 +92,7 @@ fn redemption_body(body: &Value) -> Result<RedemptionRequest, FieldError> {
     {
         return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
     }
-    let points = map
-        .get("points")
-        .ok_or_else(|| FieldError::missing("/points"))?
-        .as_i64()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| FieldError::invalid("/points", "must be a positive whole number of points"))?;
-    let reference = map
-        .get("reference")
-        .ok_or_else(|| FieldError::missing("/reference"))?
-        .as_str()
-        .ok_or_else(|| FieldError::invalid("/reference", "must be the platform's reference, a string"))?
-        .to_owned();
+    let (points, reference) = points_and_reference(map)?;
     let description = match map.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -263,18 +269,7 @@ fn transfer_body(body: &Value) -> Result<TransferRequest, FieldError> {
     if let Some(other) = map.keys().find(|k| !["points", "reference"].contains(&k.as_str())) {
         return Err(FieldError::not_collected(format!("/{}", escape_pointer(other))));
     }
-    let points = map
-        .get("points")
-        .ok_or_else(|| FieldError::missing("/points"))?
-        .as_i64()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| FieldError::invalid("/points", "must be a positive whole number of points"))?;
-    let reference = map
-        .get("reference")
-        .ok_or_else(|| FieldError::missing("/reference"))?
-        .as_str()
-        .ok_or_else(|| FieldError::invalid("/reference", "must be the platform's reference, a string"))?
-        .to_owned();
+    let (points, reference) = points_and_reference(map)?;
     Ok(TransferRequest { points, reference })
 }
 
