@@ -266,6 +266,15 @@ pub async fn post_events(
             Err(problem) => ReceiptView::rejected(echo, problem),
         })
         .collect();
+    for receipt in &receipts {
+        let outcome = match receipt.status {
+            Status::Recorded => "recorded",
+            Status::Duplicate => "duplicate",
+            Status::Rejected => "rejected",
+        };
+        let reason = receipt.problem.as_ref().map(|p| p.type_uri.as_str());
+        state.metrics.observe_event(outcome, reason);
+    }
     // A single event answers like a resource: 201 when recorded, its
     // problem when refused. Batches and retries answer 200 with a receipt
     // per event.
@@ -276,15 +285,6 @@ pub async fn post_events(
         {
             return Ok(problem.clone().into_response());
         }
-    }
-    for receipt in &receipts {
-        let outcome = match receipt.status {
-            Status::Recorded => "recorded",
-            Status::Duplicate => "duplicate",
-            Status::Rejected => "rejected",
-        };
-        let reason = receipt.problem.as_ref().map(|p| p.type_uri.as_str());
-        state.metrics.observe_event(outcome, reason);
     }
     let status = if !batch && any_recorded {
         StatusCode::CREATED

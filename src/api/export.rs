@@ -274,6 +274,21 @@ async fn json(store: &Store, session: &mut ExportSession, pages: &mut Pages) -> 
         }
         pages.flush().await?;
     }
+    pages.push(b"],\"transfers\":[");
+    let mut first = true;
+    loop {
+        let transfers = session.next_transfers().await?;
+        if transfers.is_empty() {
+            break;
+        }
+        for transfer in &transfers {
+            if !std::mem::take(&mut first) {
+                pages.push(b",");
+            }
+            pages.json(&TransferLineView::from(transfer))?;
+        }
+        pages.flush().await?;
+    }
     pages.push(b"]},\"audit_entries\":[");
     let mut first = true;
     loop {
@@ -336,5 +351,32 @@ fn csv_field(field: &str) -> std::borrow::Cow<'_, str> {
         format!("\"{}\"", field.replace('"', "\"\"")).into()
     } else {
         field.into()
+    }
+}
+
+/// One side of a transfer of points between the person's linked accounts.
+#[derive(serde::Serialize)]
+struct TransferLineView {
+    transfer_id: String,
+    direction: &'static str,
+    points: i64,
+    on: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_on: Option<String>,
+    balance_after: i64,
+    audit_seq: u64,
+}
+
+impl From<&crate::store::TransferLine> for TransferLineView {
+    fn from(t: &crate::store::TransferLine) -> Self {
+        Self {
+            transfer_id: hex::encode(t.transfer_id),
+            direction: if t.received { "in" } else { "out" },
+            points: t.points,
+            on: t.day.to_string(),
+            expires_on: t.expires_on.map(|d| d.to_string()),
+            balance_after: t.balance,
+            audit_seq: t.audit_seq,
+        }
     }
 }

@@ -181,7 +181,20 @@ impl Store {
         }
         drop(key);
         let mut tx = SubjectTx { w, tenant, keys };
-        let Audited { value, actions } = operation(&mut tx).await?;
+        let Audited { value, actions } = match operation(&mut tx).await {
+            Ok(done) => done,
+            // Sealed, or about to be, under a root key version this process
+            // has not loaded: roll back, catch up now, and let the client's
+            // retry find the keys (as the batch path does).
+            Err(StoreError::KeyRotated) => {
+                drop(tx);
+                if let Err(e) = self.refresh_keyring().await {
+                    tracing::error!(error = %e, "checking the root key versions failed");
+                }
+                return Err(StoreError::KeyRotated);
+            }
+            Err(e) => return Err(e),
+        };
         let SubjectTx { mut w, keys, .. } = tx;
         if actions.is_empty() {
             w.rollback().await?;

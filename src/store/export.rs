@@ -126,6 +126,7 @@ pub struct ExportSession {
     audit_after: Option<i64>,
     /// Redemptions, by their line's id.
     redemptions_after: Option<i64>,
+    transfers_after: Option<i64>,
     pub header: ExportHeader,
 }
 
@@ -238,6 +239,19 @@ impl ExportSession {
         Ok(page)
     }
 
+    /// The next page of the person's transfers to and from linked
+    /// accounts, in order. Empty when there are no more.
+    pub async fn next_transfers(&mut self) -> Result<Vec<super::TransferLine>, StoreError> {
+        let Some(after) = self.transfers_after else {
+            return Ok(Vec::new());
+        };
+        let subject = self.keys.ledger_ref;
+        let (page, last) =
+            super::points::transfer_page(&mut self.snapshot, self.tenant, &subject, after, EXPORT_PAGE).await?;
+        self.transfers_after = last.filter(|_| page.len() == EXPORT_PAGE as usize);
+        Ok(page)
+    }
+
     /// Ends the read snapshot (it changed nothing) and frees the slot.
     pub async fn close(self) -> Result<(), StoreError> {
         self.snapshot.rollback().await?;
@@ -298,6 +312,7 @@ impl Store {
             ledger_after: Some((cutoffs.ledger_day - 1, i64::MAX)),
             audit_after: Some(0),
             redemptions_after: Some(0),
+            transfers_after: Some(0),
             header,
         })
     }

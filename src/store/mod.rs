@@ -51,8 +51,8 @@ pub use incident::{AccessReport, SubjectAccesses};
 pub use ingest::{CountedElsewhere, IngestItem, IngestOutcome, Receipt, RecordId};
 pub use links::{LinkCode, LinkView, LinkedAccount, LINK_CODE_MINUTES};
 pub use points::{
-    Expiring, ExpiryCounts, PointsSummary, Redemption, RedemptionRequest, RedemptionStatus, Transfer, TransferRequest,
-    MAX_REDEMPTIONS_LISTED,
+    Expiring, ExpiryCounts, PointsSummary, Redemption, RedemptionRequest, RedemptionStatus, Transfer, TransferLine,
+    TransferRequest, MAX_REDEMPTIONS_LISTED,
 };
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use rotation::{KeyVersion, ResealOptions, ResealReport, RESEAL_BATCH};

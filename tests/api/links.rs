@@ -706,4 +706,19 @@ async fn points_earned_on_one_platform_are_spent_on_the_other(app: TestApp) {
     assert_eq!(moved[0].2, moved[1].2);
     let out = app.cli(&["audit", "verify"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Each side's export lists its side of the transfer.
+    for (key, subject, direction) in [(&app.key, CITY_USER, "out"), (&bank, BANK_USER, "in")] {
+        let (status, export) = app.get_as(key, &format!("/v1/subjects/{subject}/export")).await;
+        assert_eq!(status, StatusCode::OK, "{export}");
+        assert_schema_valid(&export);
+        let transfers = export["points"]["transfers"].as_array().unwrap();
+        assert_eq!(transfers.len(), 1, "{export}");
+        assert_eq!(
+            (transfers[0]["direction"].as_str(), transfers[0]["points"].as_i64()),
+            (Some(direction), Some(25))
+        );
+        assert_eq!(transfers[0]["transfer_id"].as_str().unwrap(), hex::encode(moved[0].2));
+        assert_no_user_ids(&export);
+    }
 }

@@ -2,15 +2,15 @@
 //! platform (`points_entries`), with the balance after each line.
 //!
 //! Lines are credits (`earn`, written with each record that earns points;
-//! `refund`, reversing a redemption) and debits (`redeem`; `expire`, written
-//! by the sweeper). Nothing is ever edited or deleted except by erasure. A
+//! `refund`, reversing a redemption; `transfer_in`, from a linked account)
+//! and debits (`redeem`; `transfer_out`; `expire`, written by the sweeper). Nothing is ever edited or deleted except by erasure. A
 //! credit carries the day its points expire (or none), fixed when it is
 //! written from `policies/points.toml`.
 //!
-//! Expiry is first in, first out: spending and expiry consume the oldest
-//! credits first, so the points due to expire by day `d` are what the
-//! credits expiring by `d` hold beyond everything already redeemed and
-//! expired. Every write that debits a balance first settles what is due,
+//! Expiry is first in, first out: replayed in the order they were written,
+//! each debit consumes the soonest-expiring points held at that moment, so
+//! the points due to expire by day `d` are what is left of the credits
+//! expiring by `d`. Every write that debits a balance first settles what is due,
 //! in the same transaction, so a balance is never spent twice.
 
 mod expiry;
@@ -22,7 +22,8 @@ use sqlx::AnyConnection;
 pub use expiry::ExpiryCounts;
 pub(super) use redeem::{redemption_page, SEALED_KIND};
 pub use redeem::{Redemption, RedemptionRequest, RedemptionStatus, MAX_REDEMPTIONS_LISTED};
-pub use transfer::{Transfer, TransferRequest};
+pub(super) use transfer::transfer_page;
+pub use transfer::{Transfer, TransferLine, TransferRequest};
 
 use super::sql::{insert_rows, select_in, Arg};
 use super::{Engine, StoreError};
@@ -254,7 +255,8 @@ pub(super) struct Position {
     pub summary: PointsSummary,
     /// Points due to expire by `today` that no `expire` line holds yet.
     pub due: i64,
-    /// The spendable points by expiry day (see `remaining_lots`).
+    /// The spendable points by expiry day, soonest first, never-expiring
+    /// last (see `work_out`): what a transfer moves, keeping the days.
     pub lots: Vec<(Option<i64>, i64)>,
 }
 
@@ -280,48 +282,24 @@ pub(super) async fn position(
     for row in rows {
         lines.push((LineKind::parse(&row.entry)?, row.points, row.expires_on));
     }
-    let position = work_out(&lines, i64::from(today.days()), notice_days);
-    Ok(Position {
-        lots: remaining_lots(&lines, position.due),
-        ..position
-    })
-}
-
-/// What is left of each credit once everything spent, transferred and
-/// expired has taken the soonest-expiring credits first: (expires_on,
-/// points), soonest first, credits that never expire last. A transfer
-/// moves these lots, so points keep their expiry on the other side.
-fn remaining_lots(lines: &[(LineKind, i64, Option<i64>)], due: i64) -> Vec<(Option<i64>, i64)> {
-    let mut credits: Vec<(Option<i64>, i64)> = Vec::new();
-    let mut consumed = due;
-    for &(kind, points, expires_on) in lines {
-        match kind {
-            LineKind::Earn | LineKind::Refund | LineKind::TransferIn => credits.push((expires_on, points)),
-            LineKind::Redeem | LineKind::Expire | LineKind::TransferOut => consumed -= points,
-        }
-    }
-    // Stable: among credits of one day, the oldest first.
-    credits.sort_by_key(|&(on, _)| on.unwrap_or(i64::MAX));
-    let mut lots = Vec::new();
-    for (on, points) in credits {
-        let used = consumed.min(points);
-        consumed -= used;
-        if points > used {
-            lots.push((on, points - used));
-        }
-    }
-    lots
+    Ok(work_out(&lines, i64::from(today.days()), notice_days))
 }
 
 /// The arithmetic of `position`, on (kind, signed points, expires_on)
-/// lines in order.
+/// lines in the order they were written.
+///
+/// The lines are replayed as lots of points by expiry day: a credit adds a
+/// lot, a debit (redemption, transfer out, written expiry) takes from the
+/// soonest-expiring lots that exist *at that moment*. So a credit that
+/// arrives later (a transfer in with an early expiry, a refund) is never
+/// counted as spent by a debit made before it, and moving points never
+/// lengthens their life. Lots past their day are due to expire.
 fn work_out(lines: &[(LineKind, i64, Option<i64>)], today: i64, notice_days: u32) -> Position {
+    use std::collections::BTreeMap;
     let mut s = PointsSummary::default();
-    // Points consumed by spending: redemptions and transfers out both take
-    // the oldest credits first.
     let (mut redeemed, mut refunded) = (0i64, 0i64);
-    // Credits that expire, by day.
-    let mut expiring: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    // Points held, by expiry day (never-expiring under i64::MAX).
+    let mut lots: BTreeMap<i64, i64> = BTreeMap::new();
     for &(kind, points, expires_on) in lines {
         s.balance += points;
         match kind {
@@ -329,46 +307,48 @@ fn work_out(lines: &[(LineKind, i64, Option<i64>)], today: i64, notice_days: u32
             LineKind::Redeem => redeemed -= points,
             LineKind::Refund => refunded += points,
             LineKind::Expire => s.expired -= points,
-            LineKind::TransferOut => {
-                s.transferred_out -= points;
-                redeemed -= points;
-            }
+            LineKind::TransferOut => s.transferred_out -= points,
             LineKind::TransferIn => s.transferred_in += points,
         }
-        if let (LineKind::Earn | LineKind::Refund | LineKind::TransferIn, Some(on)) = (kind, expires_on) {
-            *expiring.entry(on).or_default() += points;
+        if points > 0 {
+            *lots.entry(expires_on.unwrap_or(i64::MAX)).or_default() += points;
+        } else {
+            let mut owed = -points;
+            while owed > 0 {
+                let Some(mut soonest) = lots.first_entry() else {
+                    break;
+                };
+                let take = owed.min(*soonest.get());
+                *soonest.get_mut() -= take;
+                owed -= take;
+                if *soonest.get() == 0 {
+                    soonest.remove();
+                }
+            }
         }
     }
-    s.spent = redeemed - s.transferred_out - refunded;
-    // FIFO: by day `d`, the credits expiring by `d` must have been consumed
-    // by redemptions (refunds are credits of their own) or expiry.
-    let mut needed = s.expired;
-    let mut credited_by = 0i64;
+    s.spent = redeemed - refunded;
+    let horizon = today.saturating_add(i64::from(notice_days));
     let mut due = 0;
-    let horizon = today + i64::from(notice_days);
-    for (&on, &points) in &expiring {
-        if on > horizon {
-            break;
-        }
-        credited_by += points;
-        let need = (credited_by - redeemed).max(needed);
-        let more = need - needed;
-        needed = need;
-        if more == 0 {
+    let mut spendable = Vec::new();
+    for (&on, &points) in &lots {
+        if on <= today {
+            due += points;
             continue;
         }
-        if on <= today {
-            due += more;
-        } else if let Some(on) = Day::from_days(on) {
-            s.expiring.push(Expiring { on, points: more });
+        if on <= horizon {
+            if let Some(day) = Day::from_days(on) {
+                s.expiring.push(Expiring { on: day, points });
+            }
         }
+        spendable.push(((on != i64::MAX).then_some(on), points));
     }
     s.balance -= due;
     s.expired += due;
     Position {
         summary: s,
         due,
-        lots: Vec::new(),
+        lots: spendable,
     }
 }
 
@@ -423,12 +403,26 @@ mod tests {
         assert_eq!((p.summary.balance, p.summary.spent), (22, 0));
         assert_eq!((p.summary.transferred_out, p.summary.transferred_in), (12, 4));
         assert_eq!(
-            remaining_lots(&lines, p.due),
-            vec![(Some(15), 2), (Some(20), 10), (None, 10)],
-            "what was sent came from the soonest-expiring credits: day 10's, then 2 of day 15's"
+            p.lots,
+            vec![(Some(15), 4), (Some(20), 8), (None, 10)],
+            "the 12 sent took day 10's credit and 2 of day 20's: day 15's arrived after"
         );
-        let total: i64 = remaining_lots(&lines, p.due).iter().map(|l| l.1).sum();
+        let total: i64 = p.lots.iter().map(|l| l.1).sum();
         assert_eq!(total, p.summary.balance);
+    }
+
+    #[test]
+    fn a_credit_that_arrives_later_is_not_spent_by_an_earlier_debit() {
+        // 10 expiring on day 100, spent on day 1; then 10 expiring on day 5
+        // arrive. On day 6 those 10 are due: moving points never lengthens
+        // their life.
+        let lines = [(Earn, 10, Some(100)), (Redeem, -10, None), (TransferIn, 10, Some(5))];
+        let p = work_out(&lines, 6, 30);
+        assert_eq!((p.due, p.summary.balance, p.summary.expired), (10, 0, 10));
+        assert!(p.lots.is_empty());
+        let p = work_out(&lines, 2, 30);
+        assert_eq!((p.due, p.summary.balance), (0, 10));
+        assert_eq!(p.lots, vec![(Some(5), 10)]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! spending does), and arrive with the days they would have expired on,
 //! so moving points never lengthens their life.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::super::access::{Audited, Enrol, SubjectTx};
 use super::super::{Access, Store, StoreError};
@@ -18,7 +18,7 @@ use super::redeem::consents_to_rewards;
 use super::{append, balance, position, LineKind, NewLine};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, AuditRef, SubjectRef};
-use crate::domain::{Day, SubjectId};
+use crate::domain::{Day, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
 /// The most points one transfer may move.
@@ -282,4 +282,64 @@ async fn transfer_by_key(tx: &mut SubjectTx<'_>, key: &[u8; 32]) -> Result<Optio
         audit_seq: u64::try_from(row.try_get::<i64, _>(4)?).map_err(|_| corrupt("negative audit sequence number"))?,
         balance: row.try_get(5)?,
     }))
+}
+
+/// One side of a transfer, as the person's export lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferLine {
+    pub transfer_id: [u8; 16],
+    /// Sent to (`false`) or received from (`true`) a linked account.
+    pub received: bool,
+    /// Positive: the points moved.
+    pub points: i64,
+    pub day: Day,
+    /// Received points keep the day they expire on.
+    pub expires_on: Option<Day>,
+    pub balance: i64,
+    /// The `PointsTransferred` entry on this side (it names the link).
+    pub audit_seq: u64,
+}
+
+/// Up to `limit` of the subject's transfer lines after line `after`, in
+/// order, and the last one's line id, where the next page starts.
+pub(in crate::store) async fn transfer_page(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    subject: &SubjectRef,
+    after: i64,
+    limit: u32,
+) -> Result<(Vec<TransferLine>, Option<i64>), StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, entry, points, day, expires_on, balance, redemption_id, audit_seq FROM points_entries \
+         WHERE tenant_id = $1 AND subject = $2 AND entry IN ('transfer_in', 'transfer_out') AND id > $3 \
+         ORDER BY id LIMIT $4",
+    )
+    .bind(tenant.get())
+    .bind(subject.as_bytes().to_vec())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    let mut last = None;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        last = Some(row.try_get::<i64, _>(0)?);
+        let day = |d: i64| Day::from_days(d).ok_or_else(|| corrupt("a transfer line's day is out of range"));
+        let expires_on: Option<i64> = row.try_get(4)?;
+        let id: Vec<u8> = row.try_get::<Option<Vec<u8>>, _>(6)?.unwrap_or_default();
+        let seq: Option<i64> = row.try_get(7)?;
+        out.push(TransferLine {
+            transfer_id: <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| corrupt("a transfer line has no transfer id"))?,
+            received: row.try_get::<String, _>(1)? == "transfer_in",
+            points: row.try_get::<i64, _>(2)?.abs(),
+            day: day(row.try_get(3)?)?,
+            expires_on: expires_on.map(day).transpose()?,
+            balance: row.try_get(5)?,
+            audit_seq: seq
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| corrupt("a transfer line has no audit entry"))?,
+        });
+    }
+    Ok((out, last))
 }
