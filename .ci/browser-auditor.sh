@@ -12,6 +12,11 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# A font with Chinese glyphs, or the zh-CN screenshots show empty boxes.
+if [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null
+fi
 # Pinned versions, installed outside the source tree.
 NODE_DIR=target/browser-node
 if [ ! -d "$NODE_DIR/node_modules/playwright-core" ] || [ ! -d "$NODE_DIR/node_modules/axe-core" ]; then
