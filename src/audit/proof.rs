@@ -92,22 +92,22 @@ impl ProofFile {
         if text.len() > MAX_FILE_BYTES {
             return Err(Bad("larger than 1 MiB"));
         }
-        let (head, note) = text.split_once("\n\n").ok_or(Bad("no blank line before the checkpoint"))?;
+        let (head, note) = text
+            .split_once("\n\n")
+            .ok_or(Bad("no blank line before the checkpoint"))?;
         let mut lines = head.split('\n');
         if lines.next() != Some(HEADER) {
             return Err(Bad("the first line is not carbon-ledger/audit-proof@v1"));
         }
         let mut field = |name: &'static str, what: &'static str| {
-            lines
-                .next()
-                .and_then(|line| line.strip_prefix(name))
-                .ok_or(Bad(what))
+            lines.next().and_then(|line| line.strip_prefix(name)).ok_or(Bad(what))
         };
         let vkey = field("vkey ", "the second line is not `vkey <key>`")?.to_owned();
         let entry = field("extra ", "the third line is not `extra <base64 entry>`")?;
         let entry = canonical_base64(entry).ok_or(Bad("the entry is not canonical base64"))?;
         let index = field("index ", "the fourth line is not `index <number>`")?;
-        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0')) {
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0'))
+        {
             return Err(Bad("the index is not a canonical decimal number"));
         }
         let index = index.parse().map_err(|_| Bad("the index is out of range"))?;
@@ -117,7 +117,10 @@ impl ProofFile {
                 return Err(Bad("the inclusion path is too long"));
             }
             let hash = canonical_base64(line).ok_or(Bad("an inclusion path line is not canonical base64"))?;
-            path.push(hash.try_into().map_err(|_| Bad("an inclusion path hash is not 32 bytes"))?);
+            path.push(
+                hash.try_into()
+                    .map_err(|_| Bad("an inclusion path hash is not 32 bytes"))?,
+            );
         }
         Ok(Self {
             vkey,
@@ -239,7 +242,9 @@ mod tests {
         for at in 0..text.len() {
             let mut changed = text.clone();
             changed[at] ^= 0x01;
-            let Ok(changed) = String::from_utf8(changed) else { continue };
+            let Ok(changed) = String::from_utf8(changed) else {
+                continue;
+            };
             let result = ProofFile::parse(&changed).and_then(|f| f.verify(None).map(|_| ()));
             assert!(result.is_err(), "byte {at} changed still verifies");
             assert!(!result.unwrap_err().to_string().is_empty());

@@ -57,7 +57,8 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -79,9 +80,10 @@ fn lang_of(q: Option<&str>, headers: &HeaderMap) -> Lang {
 
 fn html(body: String) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Language"));
@@ -90,9 +92,10 @@ fn html(body: String) -> Response {
 
 async fn css() -> Response {
     let mut response = (StatusCode::OK, CSS).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
     response
 }
 
@@ -172,7 +175,14 @@ fn check_note(verifier: &NoteVerifier, stored: &StoredCheckpoint) -> (Option<Che
             Some(cp),
             Outcome::Failed("the signed size differs from the size it is stored under".into()),
         ),
-        Err(e) => (Checkpoint::parse_body(stored.note.split("\n\n").next().unwrap_or("")).ok(), Outcome::Failed(e.to_string())),
+        // Still parsed, unverified, so the history can show what it claims.
+        Err(e) => {
+            let body = stored.note.split_once("\n\n").map(|(body, _)| format!("{body}\n"));
+            (
+                body.and_then(|b| Checkpoint::parse_body(&b).ok()),
+                Outcome::Failed(e.to_string()),
+            )
+        }
     }
 }
 
@@ -312,7 +322,9 @@ async fn entry_page(state: &AppState, seq: u64) -> Result<(EntryPage, Option<Pro
             if let Some(leaf) = leaf {
                 page.inclusion = match merkle::verify_inclusion(&leaf, seq - 1, parsed.size, &path, &parsed.root) {
                     Ok(()) if signature == Outcome::Verified => Outcome::Verified,
-                    Ok(()) => Outcome::Failed("the path leads to the root, but the checkpoint's signature fails".into()),
+                    Ok(()) => {
+                        Outcome::Failed("the path leads to the root, but the checkpoint's signature fails".into())
+                    }
                     Err(e) => Outcome::Failed(format!("entry {seq} is not in the signed tree: {e}")),
                 };
                 if let Some((bytes, _)) = &stored.entry {
@@ -354,7 +366,10 @@ async fn proof(State(state): State<AppState>, Path(seq): Path<String>) -> Result
     })?;
     let mut response = (StatusCode::OK, file.render()).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     let disposition = format!("attachment; filename=\"audit-proof-{seq}.txt\"");
     h.insert(
         header::CONTENT_DISPOSITION,

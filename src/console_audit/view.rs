@@ -73,7 +73,11 @@ fn chart(t: &Text, history: &[CheckedCheckpoint]) -> Markup {
     let points: Vec<u64> = history.iter().rev().map(|c| c.stored.size).collect();
     let (w, h, pad) = (600.0_f64, 160.0_f64, 24.0_f64);
     let max = points.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let step = if points.len() > 1 { (w - 2.0 * pad) / (points.len() - 1) as f64 } else { 0.0 };
+    let step = if points.len() > 1 {
+        (w - 2.0 * pad) / (points.len() - 1) as f64
+    } else {
+        0.0
+    };
     let coords: Vec<String> = points
         .iter()
         .enumerate()

@@ -59,7 +59,10 @@ async fn renders_verified_in_both_languages(app: TestApp) {
     // The latest signature, the whole log, and the history's signatures
     // and consistency proofs.
     assert!(verified_count(&en) >= 5, "{en}");
-    assert!(en.contains(&app.store.audit_public_key()), "the key a result depends on is named");
+    assert!(
+        en.contains(&app.store.audit_public_key()),
+        "the key a result depends on is named"
+    );
     assert!(en.contains("<svg"), "the size chart is drawn on the server");
     assert!(en.contains("id=\"totals-table\""), "{en}");
     // No script at all.
@@ -69,7 +72,10 @@ async fn renders_verified_in_both_languages(app: TestApp) {
     assert!(zh.contains("<html lang=\"zh-CN\""));
     assert!(zh.contains("最新签名检查点"));
     let (_, _, switched) = page(&app, "/console/audit?lang=en", "zh-CN").await;
-    assert!(switched.contains("<html lang=\"en\""), "the switch wins over the header");
+    assert!(
+        switched.contains("<html lang=\"en\""),
+        "the switch wins over the header"
+    );
 
     let (status, headers, css) = page(&app, "/console/audit/console-audit.css", "en").await;
     assert_eq!(status, StatusCode::OK);
@@ -83,11 +89,16 @@ async fn an_entry_shows_its_inclusion_proof_and_the_file_verifies_offline(app: T
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_strict_headers(&headers);
     for check in ["check-signature", "check-leaf", "check-decode", "check-inclusion"] {
-        let at = body.find(&format!("id=\"{check}\"")).unwrap_or_else(|| panic!("{check}: {body}"));
+        let at = body
+            .find(&format!("id=\"{check}\""))
+            .unwrap_or_else(|| panic!("{check}: {body}"));
         let item = &body[at..at + body[at..].find("</li>").unwrap()];
         assert!(item.contains("data-check=\"verified\""), "{check}: {item}");
     }
-    assert!(body.contains("&quot;seq&quot;: 3"), "the decoded entry is shown: {body}");
+    assert!(
+        body.contains("&quot;seq&quot;: 3"),
+        "the decoded entry is shown: {body}"
+    );
 
     // The lookup form redirects to the entry's address.
     let redirect = reqwest::Client::builder()
@@ -101,7 +112,12 @@ async fn an_entry_shows_its_inclusion_proof_and_the_file_verifies_offline(app: T
     assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
     assert_eq!(redirect.headers()["location"], "/console/audit/entries/3?lang=en");
 
-    let response = app.client.get(app.url("/console/audit/entries/3/proof")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/console/audit/entries/3/proof"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_strict_headers(response.headers());
     let proof = response.text().await.unwrap();
@@ -166,8 +182,16 @@ async fn an_altered_row_shows_which_entry_and_which_check_failed(app: TestApp) {
         body[at..at + body[at..].find("</li>").unwrap()].to_string()
     };
     assert!(item("check-signature").contains("data-check=\"verified\""));
-    assert!(item("check-leaf").contains("data-check=\"failed\""), "{}", item("check-leaf"));
-    assert!(item("check-inclusion").contains("data-check=\"failed\""), "{}", item("check-inclusion"));
+    assert!(
+        item("check-leaf").contains("data-check=\"failed\""),
+        "{}",
+        item("check-leaf")
+    );
+    assert!(
+        item("check-inclusion").contains("data-check=\"failed\""),
+        "{}",
+        item("check-inclusion")
+    );
     assert!(item("check-inclusion").contains("entry 4"));
 
     // The proof file carries the altered bytes and fails offline too.
