@@ -286,3 +286,50 @@ pub fn entry(lang: Lang, page: &EntryPage, downloadable: bool) -> String {
     };
     shell(lang, &title, &path, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredCheckpoint;
+
+    fn checked(size: u64) -> CheckedCheckpoint {
+        CheckedCheckpoint {
+            stored: StoredCheckpoint {
+                size,
+                note: format!("<origin>\n{size}\n"),
+                issued_on: 0,
+            },
+            parsed: None,
+            signature: Outcome::Failed("<b>".into()),
+            consistency: None,
+        }
+    }
+
+    /// The chart draws any number of checkpoints, none included, and text
+    /// from the database is escaped.
+    #[test]
+    fn the_chart_and_history_render_for_any_length_and_escape() {
+        for n in [0, 1, 2, 40] {
+            let history: Vec<CheckedCheckpoint> = (0..n).rev().map(|i| checked(i * 3)).collect();
+            let page = Overview {
+                vkey: "k+00000000+AQ==".into(),
+                history,
+                whole_log: WholeLog::Verified {
+                    entries: 0,
+                    checkpoints: 0,
+                },
+                report: crate::store::ReductionReport {
+                    min_cell_people: 5,
+                    cells: Vec::new(),
+                    suppressed: Vec::new(),
+                },
+            };
+            for lang in [Lang::En, Lang::ZhCn] {
+                let html = overview(lang, &page);
+                assert!(html.contains("<svg"));
+                assert!(!html.contains("<b>") && !html.contains("<origin>"), "escaped");
+                assert_eq!(html.matches("<circle").count(), n as usize);
+            }
+        }
+    }
+}

@@ -217,3 +217,22 @@ on_both_engines!(
     an_entry_shows_its_inclusion_proof_and_the_file_verifies_offline,
     an_altered_row_shows_which_entry_and_which_check_failed,
 );
+
+async fn a_log_without_a_checkpoint_says_so(app: TestApp) {
+    let (status, _, body) = page(&app, "/console/audit", "en").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("No signed checkpoint yet."), "{body}");
+    assert!(!body.contains("data-check=\"failed\""), "{body}");
+    let (status, _, body) = page(&app, "/console/audit/entries/1", "en").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("No signed checkpoint covers this entry yet."), "{body}");
+    let response = app
+        .client
+        .get(app.url("/console/audit/entries/1/proof"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+on_both_engines!(a_log_without_a_checkpoint_says_so);
