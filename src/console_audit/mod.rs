@@ -274,6 +274,8 @@ pub struct EntryPage {
     pub decode: Outcome,
     pub inclusion: Outcome,
     pub path: Vec<Hash>,
+    /// The root the checkpoint claims, base64.
+    pub root: String,
 }
 
 async fn entry_page(state: &AppState, seq: u64) -> Result<(EntryPage, Option<ProofFile>), ApiError> {
@@ -293,6 +295,7 @@ async fn entry_page(state: &AppState, seq: u64) -> Result<(EntryPage, Option<Pro
         decode: Outcome::NotChecked("retention emptied the entry".into()),
         inclusion: Outcome::NotChecked("no signed checkpoint covers the entry yet".into()),
         path: Vec::new(),
+        root: String::new(),
     };
     // Recomputed from the stored bytes, not taken from the leaf column: an
     // altered entry must fail here even if its row's hashes were left alone.
@@ -317,6 +320,9 @@ async fn entry_page(state: &AppState, seq: u64) -> Result<(EntryPage, Option<Pro
     let mut file = None;
     if let Some(cp) = latest {
         let (parsed, signature) = check_note(&verifier, &cp);
+        if let Some(p) = &parsed {
+            page.root = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, p.root);
+        }
         if let Some(parsed) = parsed.filter(|p| p.size >= seq) {
             let (_, path) = state.store.public_inclusion_proof(seq - 1, parsed.size).await?;
             if let Some(leaf) = leaf {

@@ -51,6 +51,13 @@ fn badge(t: &Text, outcome: &Outcome) -> Markup {
     }
 }
 
+/// The root a checkpoint claims (whether or not its signature verified).
+fn root_of(cp: &CheckedCheckpoint) -> String {
+    cp.parsed
+        .as_ref()
+        .map_or_else(|| "?".into(), |p| STANDARD.encode(p.root))
+}
+
 fn grams(mg: Milligrams) -> String {
     if mg.0 % 1000 == 0 {
         (mg.0 / 1000).to_string()
@@ -123,13 +130,13 @@ pub fn overview(lang: Lang, page: &Overview) -> String {
                 Some(cp) => {
                     p #signature-result { (t.signature_check) ": " (badge(t, &cp.signature)) }
                     pre.note #checkpoint { (cp.stored.note) }
-                    (depends(t, &page.vkey, Some(cp.stored.size)))
+                    (depends(t, &page.vkey, Some((cp.stored.size, root_of(cp)))))
                 }
             }
         }
         section aria-labelledby="whole" {
             h2 id="whole" { (t.whole_log) }
-            p { (t.whole_log_check) "." }
+            p { (t.whole_log_check) }
             @match &page.whole_log {
                 WholeLog::Verified { entries, checkpoints } => p #whole-log-result {
                     (badge(t, &Outcome::Verified)) " " (entries) " " (t.whole_log_ok) (checkpoints)
@@ -174,7 +181,7 @@ pub fn overview(lang: Lang, page: &Overview) -> String {
                             tr {
                                 td { (cp.stored.size) }
                                 td { (day(cp.stored.issued_on)) }
-                                td { code { (cp.parsed.as_ref().map_or_else(|| "?".into(), |p| STANDARD.encode(p.root))) } }
+                                td { code { (root_of(cp)) } }
                                 td { (badge(t, &cp.signature)) }
                                 td { @match &cp.consistency {
                                     Some(o) => (badge(t, o)),
@@ -226,13 +233,13 @@ pub fn overview(lang: Lang, page: &Overview) -> String {
     shell(lang, t.title, "/console/audit", body)
 }
 
-fn depends(t: &Text, vkey: &str, size: Option<u64>) -> Markup {
+fn depends(t: &Text, vkey: &str, checkpoint: Option<(u64, String)>) -> Markup {
     html! {
         dl.depends {
             dt { (t.checked_against) }
             dd { (t.key) ": " code { (vkey) } }
-            @if let Some(size) = size {
-                dd { (t.checkpoint) ": " (t.size) " " (size) }
+            @if let Some((size, root)) = checkpoint {
+                dd { (t.checkpoint) ": " (size) ", " code { (root) } }
             }
         }
     }
@@ -265,7 +272,7 @@ pub fn entry(lang: Lang, page: &EntryPage, downloadable: bool) -> String {
             p.small { (t.where_checked) }
             @match &page.checkpoint {
                 Some((cp, _)) => {
-                    (depends(t, &page.vkey, Some(cp.size)))
+                    (depends(t, &page.vkey, Some((cp.size, page.root.clone()))))
                     pre.note { (cp.note) }
                 },
                 None => p { (t.not_covered) },

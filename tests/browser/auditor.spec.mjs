@@ -44,6 +44,11 @@ await api('POST', '/v1/events', {
   event_id: 'auditor-spec-1', subject: 'auditor-spec', kind: 'clean_plate', occurred_at: `${today}T12:00:00Z`,
 });
 await api('GET', '/v1/audit/checkpoint');
+// A second checkpoint, so the history has a consistency proof to check.
+await api('POST', '/v1/events', {
+  event_id: 'auditor-spec-2', subject: 'auditor-spec', kind: 'paperless_bill', occurred_at: `${today}T12:00:00Z`, data: {},
+});
+await api('GET', '/v1/audit/checkpoint');
 
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
 const failures = [];
@@ -70,6 +75,7 @@ for (const locale of ['en', 'zh-CN']) {
   assert.equal(await page.locator('#signature-result [data-check="verified"]').count(), 1, 'checkpoint verified');
   assert.equal(await page.locator('#whole-log-result [data-check="verified"]').count(), 1, 'whole log verified');
   assert.equal(await page.locator('[data-check="failed"]').count(), 0);
+  assert.ok(await page.locator('#history-table [data-check="verified"]').count() >= 3, 'signatures and consistency verified');
   await axe(page, `${locale} overview`);
   await page.screenshot({ path: `${OUT}/auditor-overview-${locale}.png`, fullPage: true });
 
