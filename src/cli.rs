@@ -194,6 +194,18 @@ pub enum AuditCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Check a proof file downloaded from the auditor console
+    /// (`/console/audit/entries/{seq}/proof`) offline: the checkpoint's
+    /// signature, the entry, and its inclusion in the signed tree. Exit
+    /// status 1 if it does not verify.
+    VerifyProof {
+        /// The proof file (docs/audit-format.md).
+        file: PathBuf,
+        /// The verifier key you hold (the vkey string, or a file holding
+        /// it), instead of trusting the one in the file.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+    },
     /// Print a signed checkpoint covering every entry so far.
     Checkpoint,
     /// Print the checkpoint verifier key.
@@ -349,6 +361,7 @@ async fn execute(cli: &Cli) -> Result<ExitCode, String> {
                 from: None, checkpoint, ..
             } => verify_audit_log(cli, checkpoint).await,
             AuditCommand::Export { out } => export_audit(cli, out).await,
+            AuditCommand::VerifyProof { file, key } => verify_proof_file(file, key.as_deref()),
             AuditCommand::Checkpoint => print_checkpoint(cli).await,
             AuditCommand::PublicKey => print_audit_public_key(cli).await,
             AuditCommand::Accesses {
@@ -534,6 +547,35 @@ fn verify_audit_export(
         }
         Err(e) => {
             println!("audit export verification FAILED: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Checks one proof file offline: no database, no network, no secret.
+fn verify_proof_file(file: &Path, key: Option<&str>) -> Result<ExitCode, String> {
+    let text = read_text(file)?;
+    // A key given as a file path is read from it; otherwise it is the key.
+    let pinned = match key {
+        Some(k) if Path::new(k).is_file() => Some(read_text(Path::new(k))?),
+        Some(k) => Some(k.to_owned()),
+        None => {
+            eprintln!("note: trusting the verifier key in the file; pin the one you hold with --key");
+            None
+        }
+    };
+    let checked = crate::audit::proof::ProofFile::parse(&text).and_then(|f| f.verify(pinned.as_deref()));
+    match checked {
+        Ok(v) => {
+            println!(
+                "proof OK: audit entry {} is included in the tree of size {} signed by {}",
+                v.entry.seq, v.checkpoint.size, v.vkey
+            );
+            println!("{}", v.entry.to_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("proof verification FAILED: {e}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -129,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, (path, _, handler)| router.route(path, handler));
     router
         .merge(openapi::docs())
+        // The auditor's console: public pages under /console/audit.
+        .merge(crate::console_audit::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
 pub mod offline;
+pub mod proof;
 pub mod verify;
 
 pub use chain::GENESIS;

@@ -57,7 +57,7 @@ pub use points::{
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use rotation::{KeyVersion, ResealOptions, ResealReport, RESEAL_BATCH};
 pub use tenants::ApiKey;
-pub use transparency::{parse_month, ReductionReport, ReportCell, StoredEntry, SuppressedCells};
+pub use transparency::{parse_month, ReductionReport, ReportCell, StoredCheckpoint, StoredEntry, SuppressedCells};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -25,6 +25,16 @@ pub struct StoredEntry {
     pub entry: Option<(Vec<u8>, AuditEntry)>,
 }
 
+/// A signed checkpoint as stored: the note is what was signed and is
+/// checked by whoever reads it, never trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+    /// Unix seconds of the day it was signed.
+    pub issued_on: i64,
+}
+
 /// One tenant's reductions of one kind in one month (`YYYYMM`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportCell {
@@ -95,6 +105,25 @@ fn refused(e: merkle::ProofError) -> StoreError {
 }
 
 impl Store {
+    /// The latest `limit` signed checkpoints as stored, newest first: a
+    /// read only, so the public console never signs (or writes) anything.
+    pub async fn stored_checkpoints(&self, limit: u32) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows = sqlx::query("SELECT size, note, issued_on FROM audit_checkpoints ORDER BY size DESC LIMIT $1")
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(&self.ledger)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let (size, note, issued_on): (i64, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                Ok(StoredCheckpoint {
+                    size: u64::try_from(size).map_err(corrupt)?,
+                    note,
+                    issued_on,
+                })
+            })
+            .collect()
+    }
+
     /// The checkpoint origin and verifier key name of this log.
     pub fn audit_origin(&self) -> &str {
         self.signer.name()
@@ -199,6 +228,16 @@ impl Store {
         size: u64,
     ) -> Result<(Hash, Vec<Hash>), StoreError> {
         self.may_audit(access)?;
+        self.inclusion_in_log(index, size).await
+    }
+
+    /// The inclusion proof, for the public auditor console: a proof is
+    /// made of hashes only, so it needs no role.
+    pub async fn public_inclusion_proof(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), StoreError> {
+        self.inclusion_in_log(index, size).await
+    }
+
+    async fn inclusion_in_log(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), StoreError> {
         let mut conn = self.ledger.acquire().await?;
         self.check_size(&mut conn, size).await?;
         let mut ids = merkle::inclusion_nodes(index, size).map_err(refused)?;
@@ -215,6 +254,11 @@ impl Store {
     /// The consistency proof between the trees of `old` and `new` entries.
     pub async fn consistency_proof(&self, access: &Access, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         self.may_audit(access)?;
+        self.public_consistency_proof(old, new).await
+    }
+
+    /// The consistency proof, for the public auditor console: hashes only.
+    pub async fn public_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let mut conn = self.ledger.acquire().await?;
         self.check_size(&mut conn, new).await?;
         let ids = merkle::consistency_nodes(old, new).map_err(refused)?;
@@ -243,6 +287,16 @@ impl Store {
             Ok(_) => None,
             Err(_) => Some(self.authorize(access, Permission::ReadOwnAudit)?.get()),
         };
+        self.entries_of(own, from, limit).await
+    }
+
+    /// One entry, for the public auditor console: entries carry no personal
+    /// data, only pseudonymous references (invariant 7).
+    pub async fn public_audit_entry(&self, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+        Ok(self.entries_of(None, seq, 1).await?.into_iter().find(|e| e.seq == seq))
+    }
+
+    async fn entries_of(&self, own: Option<i64>, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = sqlx::query_as::<_, EntryRow>(
             "SELECT seq, entry, leaf_hash FROM audit_log WHERE seq >= $1 AND ($2 = 0 OR tenant_id = $3) ORDER BY seq LIMIT $4",
         )
@@ -280,6 +334,16 @@ impl Store {
             Ok(_) => None,
             Err(_) => Some(self.authorize(access, Permission::ReadOwnReports)?.get()),
         };
+        self.reductions_of(own, from, to).await
+    }
+
+    /// Every tenant's report, for the public auditor console: aggregates
+    /// with small cells suppressed exactly as auditors receive them.
+    pub async fn public_reductions(&self, from: i64, to: i64) -> Result<ReductionReport, StoreError> {
+        self.reductions_of(None, from, to).await
+    }
+
+    async fn reductions_of(&self, own: Option<i64>, from: i64, to: i64) -> Result<ReductionReport, StoreError> {
         let rows = sqlx::query_as::<_, TotalsRow>(
             "SELECT tenant_id, kind, month, events, reduction_mg, points, people FROM reduction_totals \
              WHERE month >= $1 AND month <= $2 AND ($3 = 0 OR tenant_id = $4) ORDER BY tenant_id, kind, month",
