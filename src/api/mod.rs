@@ -2,8 +2,8 @@
 //! that call the domain and the access layer.
 
 mod audit;
-mod console_links;
 mod consents;
+mod console_links;
 pub(crate) mod detach;
 mod events;
 pub(crate) mod export;

@@ -362,7 +362,13 @@ mod tests {
     fn shipped_copy() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let src = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
-        for name in ["access.toml", "consent.toml", "methodology.toml", "points.toml", "retention.toml"] {
+        for name in [
+            "access.toml",
+            "consent.toml",
+            "methodology.toml",
+            "points.toml",
+            "retention.toml",
+        ] {
             std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
         }
         dir

@@ -315,7 +315,13 @@ mod tests {
     /// Both tables say something for every kind the log can name.
     #[test]
     fn every_kind_has_a_name_in_both_languages() {
-        for kind in ["record_written", "read_account", "console_opened", "erased", "consent_withdrawn"] {
+        for kind in [
+            "record_written",
+            "read_account",
+            "console_opened",
+            "erased",
+            "consent_withdrawn",
+        ] {
             assert_ne!(access_kind(Language::En, kind), "Another access");
             assert_ne!(access_kind(Language::ZhCn, kind), "其他访问");
         }

@@ -114,9 +114,10 @@ pub fn page(language: Language, t: &Text, nav: Nav, title: &str, path: &str, bod
 /// An HTML response.
 pub fn respond(status: StatusCode, markup: Markup) -> Response {
     let mut response = (status, markup.into_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
@@ -124,14 +125,7 @@ pub fn respond(status: StatusCode, markup: Markup) -> Response {
 pub fn message(language: Language, t: &Text, status: StatusCode, title: &str, text: &str, path: &str) -> Response {
     respond(
         status,
-        page(
-            language,
-            t,
-            Nav::None,
-            title,
-            path,
-            html! { p { (text) } },
-        ),
+        page(language, t, Nav::None, title, path, html! { p { (text) } }),
     )
 }
 

@@ -120,10 +120,17 @@ impl FromRequestParts<AppState> for Ctx {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Lang(language) = Lang::from_request_parts(parts, state).await.unwrap_or_else(|e| match e {});
+        let Lang(language) = Lang::from_request_parts(parts, state)
+            .await
+            .unwrap_or_else(|e| match e {});
         let json = wants_json(&parts.headers);
         let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(failure(language, json, StoreError::ConsoleSessionInvalid, parts.uri.path()));
+            return Err(failure(
+                language,
+                json,
+                StoreError::ConsoleSessionInvalid,
+                parts.uri.path(),
+            ));
         };
         match state.store.console_session(&id).await {
             Ok(session) => Ok(Ctx {
@@ -176,7 +183,10 @@ fn clear_session(response: &mut Response) {
 /// Remembers a language chosen with the switch.
 fn with_lang_cookie(mut response: Response, query: &PageQuery) -> Response {
     if let Some(language) = query.lang.as_deref().and_then(Language::parse) {
-        let value = format!("{LANG_COOKIE}={}; Path=/console; SameSite=Lax; Max-Age=31536000", language.as_str());
+        let value = format!(
+            "{LANG_COOKIE}={}; Path=/console; SameSite=Lax; Max-Age=31536000",
+            language.as_str()
+        );
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -196,7 +206,12 @@ fn see_other(location: &'static str) -> Response {
 /// `GET /console/open/{token}`: burns the token, starts the session and
 /// redirects to the account page. The token is in no response, no log line
 /// (logs show the route template) and no later URL.
-async fn open(State(state): State<AppState>, Lang(language): Lang, headers: HeaderMap, Path(token): Path<String>) -> Response {
+async fn open(
+    State(state): State<AppState>,
+    Lang(language): Lang,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
     let json = wants_json(&headers);
     match state.store.open_console_link(&token).await {
         Ok((id, _)) => {
@@ -204,8 +219,10 @@ async fn open(State(state): State<AppState>, Lang(language): Lang, headers: Head
             // Lax, not Strict: the link is followed from the platform's
             // app or site, a cross-site navigation, and the redirect's
             // target must see the cookie.
-            let cookie =
-                format!("{SESSION_COOKIE}={id}; Secure; HttpOnly; Path=/; SameSite=Lax; Max-Age={}", CONSOLE_MAX_MINUTES * 60);
+            let cookie = format!(
+                "{SESSION_COOKIE}={id}; Secure; HttpOnly; Path=/; SameSite=Lax; Max-Age={}",
+                CONSOLE_MAX_MINUTES * 60
+            );
             match HeaderValue::from_str(&cookie) {
                 Ok(value) => {
                     response.headers_mut().insert(header::SET_COOKIE, value);
@@ -232,8 +249,15 @@ const RECORDS_PER_PAGE: u32 = 20;
 async fn records(State(state): State<AppState>, ctx: Ctx, Query(q): Query<PageQuery>) -> Response {
     let cursor = q.cursor.as_deref().and_then(crate::api::views::parse_cursor);
     let access = ctx.session.access(Purpose::Accounting);
-    match state.store.records(&access, &ctx.session, RECORDS_PER_PAGE, cursor).await {
-        Ok(page) => with_lang_cookie(pages::records(&ctx, state.store.policies(), &page, cursor.is_some()), &q),
+    match state
+        .store
+        .records(&access, &ctx.session, RECORDS_PER_PAGE, cursor)
+        .await
+    {
+        Ok(page) => with_lang_cookie(
+            pages::records(&ctx, state.store.policies(), &page, cursor.is_some()),
+            &q,
+        ),
         Err(e) => failure(ctx.language, ctx.json, e, "/console/records"),
     }
 }
@@ -266,7 +290,10 @@ fn same_origin(headers: &HeaderMap, ctx: &Ctx, form: &ChangeForm) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_ok = match (headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()), host) {
         (Some(origin), Some(host)) => {
-            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
+            origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                == Some(host)
         }
         _ => false,
     };
@@ -307,7 +334,12 @@ async fn change_consent(
         return refused(&ctx, "/console/consents");
     }
     let Some(purpose) = Purpose::parse(&purpose) else {
-        return failure(ctx.language, ctx.json, StoreError::Invalid("no such purpose".into()), "/console/consents");
+        return failure(
+            ctx.language,
+            ctx.json,
+            StoreError::Invalid("no such purpose".into()),
+            "/console/consents",
+        );
     };
     let access = ctx.session.access(purpose);
     let shown_in = form.lang.as_deref().and_then(Language::parse).unwrap_or(ctx.language);
@@ -341,11 +373,25 @@ async fn export_page(ctx: Ctx, Query(q): Query<PageQuery>) -> Response {
 }
 
 async fn export_json(state: State<AppState>, slot: Extension<Slot>, ctx: Ctx) -> Response {
-    download(state, slot, ctx, Format::Json, "attachment; filename=\"carbon-account.json\"").await
+    download(
+        state,
+        slot,
+        ctx,
+        Format::Json,
+        "attachment; filename=\"carbon-account.json\"",
+    )
+    .await
 }
 
 async fn export_csv(state: State<AppState>, slot: Extension<Slot>, ctx: Ctx) -> Response {
-    download(state, slot, ctx, Format::Csv, "attachment; filename=\"carbon-records.csv\"").await
+    download(
+        state,
+        slot,
+        ctx,
+        Format::Csv,
+        "attachment; filename=\"carbon-records.csv\"",
+    )
+    .await
 }
 
 /// The API's export, streamed the same way, as a download.
@@ -396,9 +442,10 @@ async fn erase(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, Form
 
 async fn css() -> Response {
     let mut response = CSS.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
     response
 }
 
@@ -411,5 +458,12 @@ async fn not_found(Lang(language): Lang, headers: HeaderMap) -> Response {
         Language::En => "Page not found",
         Language::ZhCn => "页面不存在",
     };
-    layout::message(language, t, StatusCode::NOT_FOUND, title, t.session_invalid, "/console/account")
+    layout::message(
+        language,
+        t,
+        StatusCode::NOT_FOUND,
+        title,
+        t.session_invalid,
+        "/console/account",
+    )
 }

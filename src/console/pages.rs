@@ -11,7 +11,10 @@ use crate::policy::{Language, PolicySet};
 use crate::store::{audit_kind_of, Account, Consent, ErasureReceipt, RecordPage, SubjectAccess};
 
 fn ok(ctx: &Ctx, nav: Nav, title: &str, path: &str, body: Markup) -> Response {
-    layout::respond(StatusCode::OK, layout::page(ctx.language, ctx.t(), nav, title, path, body))
+    layout::respond(
+        StatusCode::OK,
+        layout::page(ctx.language, ctx.t(), nav, title, path, body),
+    )
 }
 
 /// Grams, without a needless fraction.
@@ -249,8 +252,10 @@ fn utc(at: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(at)
         .ok()
         .and_then(|d| {
-            d.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]"))
-                .ok()
+            d.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]"
+            ))
+            .ok()
         })
         .unwrap_or_default()
 }

@@ -29,7 +29,7 @@
 use sqlx::AnyConnection;
 
 use super::today::Today;
-use super::{SubjectHandle, Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::Action;
 use crate::crypto::{AuditRef, SubjectKeys, SubjectRef};
 use crate::domain::TenantId;

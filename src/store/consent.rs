@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::access::{Audited, Committed, Enrol, SubjectTx};
 use super::sql::{select_in, Arg, Params};
-use super::{SubjectHandle, Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, ReadScope, UnlinkReason};
 use crate::crypto::SubjectRef;
 use crate::domain::TenantId;
@@ -250,7 +250,11 @@ impl Store {
     /// Withdraws consent to the purpose of `access`, at once: nothing new is processed
     /// under it, and data held only for it is deleted (for `accounting`,
     /// every record; the points they earned stay the person's).
-    pub async fn withdraw_consent(&self, access: &Access, subject: &(impl SubjectHandle + ?Sized)) -> Result<ConsentChange, StoreError> {
+    pub async fn withdraw_consent(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<ConsentChange, StoreError> {
         let purpose = access.purpose;
         let withdraw = async |tx: &mut SubjectTx<'_>| {
             let removed: Option<(i64, String, Option<String>)> = sqlx::query_as(
@@ -390,7 +394,11 @@ impl Store {
     }
 
     /// The subject's consents in force (an audited read).
-    pub async fn consents(&self, access: &Access, subject: &(impl SubjectHandle + ?Sized)) -> Result<Vec<Consent>, StoreError> {
+    pub async fn consents(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<Vec<Consent>, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
             let views = self.consent_views(tx.conn(), tenant, &subject).await?;

@@ -104,13 +104,15 @@ impl Store {
                 .bind(now.unix_timestamp())
                 .execute(tx.conn())
                 .await?;
-            sqlx::query("INSERT INTO console_tokens (token_hash, tenant_id, pseudonym, expires_at) VALUES ($1, $2, $3, $4)")
-                .bind(hash.clone())
-                .bind(tx.tenant().get())
-                .bind(pseudonym.as_bytes().to_vec())
-                .bind(expires_at.unix_timestamp())
-                .execute(tx.conn())
-                .await?;
+            sqlx::query(
+                "INSERT INTO console_tokens (token_hash, tenant_id, pseudonym, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(hash.clone())
+            .bind(tx.tenant().get())
+            .bind(pseudonym.as_bytes().to_vec())
+            .bind(expires_at.unix_timestamp())
+            .execute(tx.conn())
+            .await?;
             let issued = Action::ConsoleLinkIssued {
                 subject: tx.audit_ref(),
             };
@@ -178,7 +180,13 @@ impl Store {
             Ok(Audited::new((), opened))
         };
         let result = self
-            .with_subject(&session.access(Purpose::Accounting), Permission::ReadSubjects, &session, Enrol::KnownOnly, open)
+            .with_subject(
+                &session.access(Purpose::Accounting),
+                Permission::ReadSubjects,
+                &session,
+                Enrol::KnownOnly,
+                open,
+            )
             .await;
         match result {
             Ok(_) => Ok((session_id, session)),

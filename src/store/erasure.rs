@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use sqlx::Row;
 
 use super::sql::{execute_in, select_in, Arg};
-use super::{SubjectHandle, Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
 use crate::crypto::SubjectRef;
 use crate::domain::Day;
@@ -95,7 +95,11 @@ impl Store {
     /// Cut anywhere, a retry completes it: before the commit nothing
     /// happened; after it, the tombstone is found and the key shredded (the
     /// start-up check does the same after a crash), with the same receipt.
-    pub async fn erase_subject(&self, access: &Access, subject: &(impl SubjectHandle + ?Sized)) -> Result<ErasureReceipt, StoreError> {
+    pub async fn erase_subject(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<ErasureReceipt, StoreError> {
         let tenant = self.authorize(access, Permission::EraseSubjects)?;
         let lookup = subject.pseudonym_for(&self.pseudonyms, tenant)?;
         let key = self.key_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;

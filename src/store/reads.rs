@@ -8,7 +8,7 @@ use super::access::{Audited, Enrol, SubjectTx};
 use super::ingest::RecordId;
 use super::points::PointsSummary;
 use super::retention::Cutoffs;
-use super::{SubjectHandle, Access, Store, StoreError};
+use super::{Access, Store, StoreError, SubjectHandle};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, RecordAad, SubjectKeys};
 use crate::domain::{CoarseRecord, Day, Milligrams, TenantId};
@@ -109,7 +109,11 @@ struct SealedRow {
 }
 
 impl Store {
-    pub async fn account(&self, access: &Access, subject: &(impl SubjectHandle + ?Sized)) -> Result<Account, StoreError> {
+    pub async fn account(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<Account, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let cutoff = self.cutoffs(&tx.today()).ledger_day;
             let (tenant, s) = (tx.tenant().get(), tx.ledger_ref().as_bytes().to_vec());

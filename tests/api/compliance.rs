@@ -253,7 +253,13 @@ fn the_records_of_processing_in_docs_are_current() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    for name in ["access.toml", "consent.toml", "methodology.toml", "points.toml", "retention.toml"] {
+    for name in [
+        "access.toml",
+        "consent.toml",
+        "methodology.toml",
+        "points.toml",
+        "retention.toml",
+    ] {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").join(name)).unwrap();
         std::fs::write(dir.path().join(name), text.replacen("days = 730", "days = 400", 1)).unwrap();
     }
