@@ -91,6 +91,8 @@ pub struct Text {
     pub refused: &'static str,
     pub failed_title: &'static str,
     pub failed: &'static str,
+    pub not_found_title: &'static str,
+    pub not_found: &'static str,
 }
 
 pub const EN: Text = Text {
@@ -178,6 +180,8 @@ pub const EN: Text = Text {
     refused: "This form was not sent from this page. Nothing was changed.",
     failed_title: "Something went wrong",
     failed: "The request failed inside the service. Nothing was changed. Please try again later.",
+    not_found_title: "Page not found",
+    not_found: "There is no such page in the privacy center.",
 };
 
 pub const ZH_CN: Text = Text {
@@ -265,6 +269,8 @@ pub const ZH_CN: Text = Text {
     refused: "此表单并非从本页面提交。未做任何更改。",
     failed_title: "出现错误",
     failed: "请求在服务内部失败。未做任何更改。请稍后再试。",
+    not_found_title: "页面不存在",
+    not_found: "隐私中心没有这个页面。",
 };
 
 /// The strings of `language`.

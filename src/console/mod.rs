@@ -454,16 +454,12 @@ async fn not_found(Lang(language): Lang, headers: HeaderMap) -> Response {
         return ApiError::NotFound("no such console page".into()).into_response();
     }
     let t = i18n::text(language);
-    let title = match language {
-        Language::En => "Page not found",
-        Language::ZhCn => "页面不存在",
-    };
     layout::message(
         language,
         t,
         StatusCode::NOT_FOUND,
-        title,
-        t.session_invalid,
+        t.not_found_title,
+        t.not_found,
         "/console/account",
     )
 }

@@ -7,7 +7,7 @@ use maud::{html, Markup};
 
 use super::layout::{self, Nav};
 use super::Ctx;
-use crate::policy::{Language, PolicySet};
+use crate::policy::PolicySet;
 use crate::store::{audit_kind_of, Account, Consent, ErasureReceipt, RecordPage, SubjectAccess};
 
 fn ok(ctx: &Ctx, nav: Nav, title: &str, path: &str, body: Markup) -> Response {
@@ -89,7 +89,7 @@ fn month_chart(ctx: &Ctx, account: &Account) -> Markup {
         ));
     }
     svg.push_str("</svg>");
-    layout::trusted(svg).into()
+    layout::trusted(svg)
 }
 
 pub fn account(ctx: &Ctx, policies: &PolicySet, account: &Account) -> Response {
@@ -308,10 +308,4 @@ pub fn erased(ctx: &Ctx, receipt: &ErasureReceipt) -> Response {
         StatusCode::OK,
         layout::page(ctx.language, t, Nav::None, t.erased_title, "/console/erase", body),
     )
-}
-
-/// For `Language` in templates.
-#[allow(dead_code)]
-fn is_zh(language: Language) -> bool {
-    language == Language::ZhCn
 }
