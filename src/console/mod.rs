@@ -419,8 +419,8 @@ async fn erase_page(ctx: Ctx, Query(q): Query<PageQuery>) -> Response {
     with_lang_cookie(pages::erase(&ctx), &q)
 }
 
-/// Erases the person, shows the receipt, and ends every session and link
-/// of theirs.
+/// Erases the person and shows the receipt; the erasure ends every session
+/// and link of theirs.
 async fn erase(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, Form(form): Form<ChangeForm>) -> Response {
     if !same_origin(&headers, &ctx, &form) {
         return refused(&ctx, "/console/erase");
@@ -430,11 +430,7 @@ async fn erase(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, Form
         Ok(receipt) => receipt,
         Err(e) => return failure(ctx.language, ctx.json, e, "/console/erase"),
     };
-    if let Err(e) = state.store.end_console_sessions(&ctx.session).await {
-        // The erasure committed: the sessions can no longer read anything
-        // (the person's key is gone), so this is tidying, not safety.
-        tracing::warn!(error = %e, "ending the sessions of an erased person");
-    }
+    // The erasure ended every session and link of the person with it.
     let mut response = pages::erased(&ctx, &receipt);
     clear_session(&mut response);
     response

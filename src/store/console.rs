@@ -241,19 +241,6 @@ impl Store {
         })
     }
 
-    /// Ends every session and link of the person (after their erasure, or
-    /// when they sign out).
-    pub async fn end_console_sessions(&self, session: &ConsoleSession) -> Result<(), StoreError> {
-        for table in ["console_sessions", "console_tokens"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND pseudonym = $2"))
-                .bind(session.tenant.get())
-                .bind(session.pseudonym.as_bytes().to_vec())
-                .execute(&self.ledger)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// The audit entries that concern the person, newest first (at most
     /// `CONSOLE_ACCESSES_LISTED`): an audited read.
     pub async fn subject_accesses(

@@ -182,6 +182,15 @@ impl Store {
                     .bind(audit_seq as i64)
                     .execute(w.conn())
                     .await?;
+                // The person's privacy center sessions and unopened links
+                // end with them, whoever asked for the erasure.
+                for table in ["console_sessions", "console_tokens"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND pseudonym = $2"))
+                        .bind(tenant.get())
+                        .bind(lookup.as_bytes().to_vec())
+                        .execute(w.conn())
+                        .await?;
+                }
                 let at = w.today.start;
                 w.commit().await?;
                 receipt(at, counts, audit_seq)?

@@ -368,4 +368,26 @@ async fn erasure_from_the_console_ends_the_session(app: TestApp) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app.get("/v1/subjects/u-c5/account").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // An erasure the platform asks for ends the person's sessions too, and
+    // leaves no console row behind.
+    seed(&app, "u-c6").await;
+    let session = open(&app, &link(&app, "u-c6").await).await;
+    let _unopened = link(&app, "u-c6").await;
+    let (status, _) = app
+        .send(app.client.delete(app.url("/v1/subjects/u-c6")).bearer_auth(&app.key))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page(&app, &session, "/console/account").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let db = app.raw_ledger().await;
+    for table in ["console_sessions", "console_tokens"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
 }
