@@ -248,6 +248,7 @@ pub fn accesses(ctx: &Ctx, list: &[SubjectAccess]) -> Response {
     ok(ctx, Nav::Accesses, t.accesses_title, "/console/accesses", body)
 }
 
+/// The day of an audit entry: entries keep the day only, never the time.
 fn utc(at: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(at)
         .ok()
