@@ -13,6 +13,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod compliance;
+pub mod console;
 pub mod console_audit;
 pub mod crypto;
 pub mod domain;

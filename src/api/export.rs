@@ -41,7 +41,7 @@ pub struct ExportQuery {
 }
 
 #[derive(Clone, Copy)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Csv,
 }
@@ -85,6 +85,12 @@ pub async fn export(
         .store
         .open_export(&caller.access(Purpose::Accounting), &subject)
         .await?;
+    Ok(respond(state, slot, session, format))
+}
+
+/// Streams an opened export (its read already logged) as the response body;
+/// the console's download uses it too.
+pub(crate) fn respond(state: AppState, slot: Slot, session: ExportSession, format: Format) -> Response {
     let (pages, body) = mpsc::channel::<Page>(QUEUED_PAGES);
     tokio::spawn(async move {
         stream(state.store.clone(), session, format, pages).await;
@@ -110,7 +116,7 @@ pub async fn export(
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    response
 }
 
 /// What the producer sends the response body.

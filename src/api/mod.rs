@@ -3,9 +3,10 @@
 
 mod audit;
 mod consents;
-mod detach;
+mod console_links;
+pub(crate) mod detach;
 mod events;
-mod export;
+pub(crate) mod export;
 mod extract;
 pub mod limits;
 mod links;
@@ -15,7 +16,7 @@ pub mod openapi;
 mod points;
 pub mod problem;
 mod subjects;
-mod views;
+pub(crate) mod views;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -102,6 +103,7 @@ fn routes() -> Vec<Route> {
         route!(DELETE "/v1/subjects/{id}/links/{link}" => links::unlink),
         route!(GET "/v1/subjects/{id}/linked-account" => links::linked_account),
         route!(POST "/v1/subjects/{id}/links/{link}/transfers" => points::transfer),
+        route!(POST "/v1/subjects/{id}/console-links" => console_links::issue),
         route!(GET "/v1/consent/purposes" => consents::purposes),
         route!(GET "/v1/audit/checkpoint" => audit::checkpoint),
         route!(GET "/v1/audit/public-key" => audit::public_key),
@@ -131,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::docs())
         // The auditor's console: public pages under /console/audit.
         .merge(crate::console_audit::router())
+        .nest("/console", crate::console::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

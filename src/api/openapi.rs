@@ -168,6 +168,7 @@ impl Modify for BearerScheme {
         super::links::redeem,
         super::links::unlink,
         super::links::linked_account,
+        super::console_links::issue,
         super::metrics::scrape,
         openapi_json,
     ),

@@ -203,6 +203,18 @@ impl ApiError {
                     "Link code not valid",
                     "the link code is unknown, already used or expired; nothing was linked; ask the other platform for a new code",
                 ),
+                StoreError::ConsoleLinkInvalid => Problem::new(
+                    S::NOT_FOUND,
+                    "console-link-invalid",
+                    "Console link not valid",
+                    "this console link is unknown, already used or expired; nothing was opened; ask the platform for a new link",
+                ),
+                StoreError::ConsoleSessionInvalid => Problem::new(
+                    S::UNAUTHORIZED,
+                    "console-session-invalid",
+                    "Console session not open",
+                    "no console session is open (it ended, was idle too long or is over an hour old); open a new link from the platform",
+                ),
                 StoreError::LinkNotFound => Problem::new(
                     S::NOT_FOUND,
                     "link-not-found",

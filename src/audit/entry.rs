@@ -34,6 +34,9 @@ pub enum ReadScope {
     Export,
     /// The consolidated view of linked accounts.
     LinkedAccount,
+    /// The audit entries that concern the person (the console's "who
+    /// touched my data").
+    Accesses,
 }
 
 /// How many rows of each class an erasure purged.
@@ -54,6 +57,7 @@ impl ReadScope {
             ReadScope::Consents => 3,
             ReadScope::Export => 4,
             ReadScope::LinkedAccount => 5,
+            ReadScope::Accesses => 6,
         }
     }
 
@@ -64,6 +68,7 @@ impl ReadScope {
             ReadScope::Consents,
             ReadScope::Export,
             ReadScope::LinkedAccount,
+            ReadScope::Accesses,
         ]
         .into_iter()
         .find(|s| s.code() == code)
@@ -210,6 +215,16 @@ pub enum Action {
     LinkCodeIssued {
         subject: AuditRef,
     },
+    /// A platform asked for a console link for its user (the token itself
+    /// is never logged).
+    ConsoleLinkIssued {
+        subject: AuditRef,
+    },
+    /// A console link was opened: a session for the person began. Reads
+    /// and changes made in it follow as their own entries.
+    ConsoleOpened {
+        subject: AuditRef,
+    },
     /// Two accounts were linked: one entry per side, logged under that
     /// side's platform; the link id pairs them (the entries name no other
     /// platform, so neither platform's stream shows who the other is).
@@ -304,6 +319,8 @@ impl Action {
             Action::RedemptionsRead { .. } => 23,
             Action::PointsTransferred { .. } => 24,
             Action::LinkCodeIssued { .. } => 30,
+            Action::ConsoleLinkIssued { .. } => 60,
+            Action::ConsoleOpened { .. } => 61,
             Action::AccountsLinked { .. } => 31,
             Action::AccountsUnlinked { .. } => 32,
             Action::CountedElsewhere { .. } => 33,
@@ -324,6 +341,8 @@ impl Action {
             | Action::RedemptionsRead { subject, .. }
             | Action::PointsTransferred { subject, .. }
             | Action::LinkCodeIssued { subject }
+            | Action::ConsoleLinkIssued { subject }
+            | Action::ConsoleOpened { subject }
             | Action::AccountsLinked { subject, .. }
             | Action::AccountsUnlinked { subject, .. }
             | Action::CountedElsewhere { subject, .. }
@@ -491,7 +510,9 @@ impl AuditEntry {
                 w.extend_from_slice(&points.to_be_bytes());
                 w.extend_from_slice(&balance.to_be_bytes());
             }
-            Action::LinkCodeIssued { subject } => w.extend_from_slice(subject.as_bytes()),
+            Action::LinkCodeIssued { subject }
+            | Action::ConsoleLinkIssued { subject }
+            | Action::ConsoleOpened { subject } => w.extend_from_slice(subject.as_bytes()),
             Action::AccountsLinked { subject, link_id } => {
                 w.extend_from_slice(subject.as_bytes());
                 w.extend_from_slice(link_id);
@@ -644,6 +665,12 @@ impl AuditEntry {
                 balance: r.i64()?,
             },
             30 => Action::LinkCodeIssued {
+                subject: AuditRef::from_bytes(r.array()?),
+            },
+            60 => Action::ConsoleLinkIssued {
+                subject: AuditRef::from_bytes(r.array()?),
+            },
+            61 => Action::ConsoleOpened {
                 subject: AuditRef::from_bytes(r.array()?),
             },
             31 => Action::AccountsLinked {
@@ -822,6 +849,14 @@ impl AuditEntry {
                 "link_code_issued",
                 json!({"subject_ref": hex::encode(subject.as_bytes())}),
             ),
+            Action::ConsoleLinkIssued { subject } => (
+                "console_link_issued",
+                json!({"subject_ref": hex::encode(subject.as_bytes())}),
+            ),
+            Action::ConsoleOpened { subject } => (
+                "console_opened",
+                json!({"subject_ref": hex::encode(subject.as_bytes())}),
+            ),
             Action::AccountsLinked { subject, link_id } => (
                 "accounts_linked",
                 json!({"subject_ref": hex::encode(subject.as_bytes()), "link_id": hex::encode(link_id)}),
@@ -987,6 +1022,8 @@ pub(crate) mod tests {
                 ledger_entries: 4,
             },
             Action::LinkCodeIssued { subject },
+            Action::ConsoleLinkIssued { subject },
+            Action::ConsoleOpened { subject },
             Action::AccountsLinked {
                 subject,
                 link_id: [4; 16],

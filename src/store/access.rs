@@ -29,10 +29,10 @@
 use sqlx::AnyConnection;
 
 use super::today::Today;
-use super::{Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::Action;
 use crate::crypto::{AuditRef, SubjectKeys, SubjectRef};
-use crate::domain::{SubjectId, TenantId};
+use crate::domain::TenantId;
 use crate::policy::Permission;
 
 /// Whether an operation may give a person their first key.
@@ -158,13 +158,13 @@ impl Store {
         &self,
         access: &Access,
         permission: Permission,
-        subject: &SubjectId,
+        subject: &(impl SubjectHandle + ?Sized),
         enrol: Enrol,
         operation: impl AsyncFnOnce(&mut SubjectTx<'_>) -> Result<Audited<T>, StoreError>,
     ) -> Result<Committed<T>, StoreError> {
         let tenant = self.authorize(access, permission)?;
         let today = self.today();
-        let pseudonym = self.pseudonyms.pseudonymize(tenant, subject);
+        let pseudonym = subject.pseudonym_for(&self.pseudonyms, tenant)?;
         let key = match enrol {
             Enrol::KnownOnly => self.key_of(&pseudonym).await?.ok_or(StoreError::SubjectNotFound)?,
             Enrol::IfMissing => self.key_or_create(&pseudonym, today.start).await?,

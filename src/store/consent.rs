@@ -8,10 +8,10 @@ use sqlx::{AnyConnection, Row};
 
 use super::access::{Audited, Committed, Enrol, SubjectTx};
 use super::sql::{select_in, Arg, Params};
-use super::{Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, ReadScope, UnlinkReason};
 use crate::crypto::SubjectRef;
-use crate::domain::{SubjectId, TenantId};
+use crate::domain::TenantId;
 use crate::policy::{Language, Permission, Purpose};
 
 /// The behaviour kinds a consent covers.
@@ -163,7 +163,7 @@ impl Store {
     pub async fn grant_consent(
         &self,
         access: &Access,
-        subject: &SubjectId,
+        subject: &(impl SubjectHandle + ?Sized),
         notice_version: u32,
         kinds: Kinds,
     ) -> Result<ConsentChange, StoreError> {
@@ -176,7 +176,7 @@ impl Store {
     pub async fn grant_consent_in(
         &self,
         access: &Access,
-        subject: &SubjectId,
+        subject: &(impl SubjectHandle + ?Sized),
         notice_version: u32,
         kinds: Kinds,
         language: Option<Language>,
@@ -250,7 +250,11 @@ impl Store {
     /// Withdraws consent to the purpose of `access`, at once: nothing new is processed
     /// under it, and data held only for it is deleted (for `accounting`,
     /// every record; the points they earned stay the person's).
-    pub async fn withdraw_consent(&self, access: &Access, subject: &SubjectId) -> Result<ConsentChange, StoreError> {
+    pub async fn withdraw_consent(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<ConsentChange, StoreError> {
         let purpose = access.purpose;
         let withdraw = async |tx: &mut SubjectTx<'_>| {
             let removed: Option<(i64, String, Option<String>)> = sqlx::query_as(
@@ -390,7 +394,11 @@ impl Store {
     }
 
     /// The subject's consents in force (an audited read).
-    pub async fn consents(&self, access: &Access, subject: &SubjectId) -> Result<Vec<Consent>, StoreError> {
+    pub async fn consents(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<Vec<Consent>, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
             let views = self.consent_views(tx.conn(), tenant, &subject).await?;

@@ -9,10 +9,10 @@ use std::collections::{BTreeSet, HashSet};
 use sqlx::Row;
 
 use super::sql::{execute_in, select_in, Arg};
-use super::{Access, Store, StoreError, WriteTx};
+use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
 use crate::crypto::SubjectRef;
-use crate::domain::{Day, SubjectId};
+use crate::domain::Day;
 use crate::policy::Permission;
 
 /// The type of a column that tells a subject's rows apart.
@@ -96,9 +96,13 @@ impl Store {
     /// Cut anywhere, a retry completes it: before the commit nothing
     /// happened; after it, the tombstone is found and the key shredded (the
     /// start-up check does the same after a crash), with the same receipt.
-    pub async fn erase_subject(&self, access: &Access, subject: &SubjectId) -> Result<ErasureReceipt, StoreError> {
+    pub async fn erase_subject(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<ErasureReceipt, StoreError> {
         let tenant = self.authorize(access, Permission::EraseSubjects)?;
-        let lookup = self.pseudonyms.pseudonymize(tenant, subject);
+        let lookup = subject.pseudonym_for(&self.pseudonyms, tenant)?;
         let key = self.key_of(&lookup).await?.ok_or(StoreError::SubjectNotFound)?;
         let key_id: [u8; 16] = key
             .key_id
@@ -179,6 +183,15 @@ impl Store {
                     .bind(audit_seq as i64)
                     .execute(w.conn())
                     .await?;
+                // The person's privacy center sessions and unopened links
+                // end with them, whoever asked for the erasure.
+                for table in ["console_sessions", "console_tokens"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND pseudonym = $2"))
+                        .bind(tenant.get())
+                        .bind(lookup.as_bytes().to_vec())
+                        .execute(w.conn())
+                        .await?;
+                }
                 let at = w.today.start;
                 w.commit().await?;
                 receipt(at, counts, audit_seq)?

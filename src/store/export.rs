@@ -14,10 +14,10 @@ use super::points::{PointsSummary, Redemption};
 use super::reads::StoredRecord;
 use super::retention::Cutoffs;
 use super::today::Today;
-use super::{Access, Store, StoreError};
+use super::{Access, Store, StoreError, SubjectHandle};
 use crate::audit::{Action, AuditEntry, ReadScope};
 use crate::crypto::SubjectKeys;
-use crate::domain::{Day, Methodology, Milligrams, SubjectId, TenantId};
+use crate::domain::{Day, Methodology, Milligrams, TenantId};
 use crate::policy::{Permission, Purpose};
 
 /// What an export holds besides its long lists, which `ExportSession`
@@ -265,7 +265,11 @@ impl Store {
     /// the erasure tombstones, so an export never follows an erasure in
     /// the log) before anything is handed out. Memory stays bounded whatever the
     /// person's size: the lists come out page by page.
-    pub async fn open_export(&self, access: &Access, subject: &SubjectId) -> Result<ExportSession, StoreError> {
+    pub async fn open_export(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<ExportSession, StoreError> {
         // Refused callers do not wait for a slot.
         self.authorize(access, Permission::ExportSubjects)?;
         // Waiting touches nothing shared: giving up is safe.

@@ -37,7 +37,7 @@ pub struct AccessReport {
 }
 
 /// The kind of access an entry records.
-fn kind_of(action: &Action) -> &'static str {
+pub fn kind_of(action: &Action) -> &'static str {
     match action {
         Action::RecordWritten { .. } => "record_written",
         Action::SubjectRead { scope, .. } => match scope {
@@ -46,6 +46,7 @@ fn kind_of(action: &Action) -> &'static str {
             ReadScope::Consents => "read_consents",
             ReadScope::Export => "export",
             ReadScope::LinkedAccount => "read_linked_account",
+            ReadScope::Accesses => "read_accesses",
         },
         Action::ConsentChanged { granted: true, .. } => "consent_granted",
         Action::ConsentChanged { granted: false, .. } => "consent_withdrawn",
@@ -67,6 +68,8 @@ fn kind_of(action: &Action) -> &'static str {
         Action::RedemptionsRead { .. } => "read_redemptions",
         Action::PointsTransferred { .. } => "points_transferred",
         Action::LinkCodeIssued { .. } => "link_code_issued",
+        Action::ConsoleLinkIssued { .. } => "console_link_issued",
+        Action::ConsoleOpened { .. } => "console_opened",
         Action::AccountsLinked { .. } => "accounts_linked",
         Action::AccountsUnlinked { .. } => "accounts_unlinked",
         Action::CountedElsewhere { .. } => "counted_elsewhere",

@@ -12,6 +12,7 @@
 mod access;
 mod audit_log;
 mod consent;
+mod console;
 mod engine;
 mod erasure;
 mod export;
@@ -44,10 +45,14 @@ use today::Today;
 pub use crate::policy::Purpose;
 pub use audit_log::AuditCheck;
 pub use consent::{Consent, ConsentChange, Kinds};
+pub use console::{
+    ConsoleLink, ConsoleSession, SubjectAccess, CONSOLE_ACCESSES_LISTED, CONSOLE_IDLE_MINUTES, CONSOLE_LINK_MINUTES,
+    CONSOLE_MAX_MINUTES,
+};
 pub use engine::{key_store_path, Engine};
 pub use erasure::ErasureReceipt;
 pub use export::{ConsentEvent, Controller, ExportHeader, ExportSession, LedgerLine, EXPORT_PAGE};
-pub use incident::{AccessReport, SubjectAccesses};
+pub use incident::{kind_of as audit_kind_of, AccessReport, SubjectAccesses};
 pub use ingest::{CountedElsewhere, IngestItem, IngestOutcome, Receipt, RecordId};
 pub use links::{LinkCode, LinkView, LinkedAccount, LINK_CODE_MINUTES};
 pub use points::{
@@ -130,6 +135,12 @@ pub enum StoreError {
     /// No link by that id on this account.
     #[error("no such link")]
     LinkNotFound,
+    /// A console link that is unknown, used or expired: told apart to nobody.
+    #[error("the console link is not valid")]
+    ConsoleLinkInvalid,
+    /// No open console session by that id (never, ended, idle or too old).
+    #[error("the console session is not open")]
+    ConsoleSessionInvalid,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -172,6 +183,21 @@ impl StoreError {
             }),
             _ => false,
         }
+    }
+}
+
+/// What names the person an operation is about: the platform's own id
+/// (pseudonymized here, on arrival), or a console session, which holds only
+/// the pseudonym it was opened for.
+pub trait SubjectHandle: Sync {
+    /// The person's pseudonym under `tenant`; refused if the handle belongs
+    /// to another tenant.
+    fn pseudonym_for(&self, key: &PseudonymKey, tenant: TenantId) -> Result<crate::crypto::Pseudonym, StoreError>;
+}
+
+impl SubjectHandle for crate::domain::SubjectId {
+    fn pseudonym_for(&self, key: &PseudonymKey, tenant: TenantId) -> Result<crate::crypto::Pseudonym, StoreError> {
+        Ok(key.pseudonymize(tenant, self))
     }
 }
 

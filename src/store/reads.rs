@@ -8,10 +8,10 @@ use super::access::{Audited, Enrol, SubjectTx};
 use super::ingest::RecordId;
 use super::points::PointsSummary;
 use super::retention::Cutoffs;
-use super::{Access, Store, StoreError};
+use super::{Access, Store, StoreError, SubjectHandle};
 use crate::audit::{Action, ReadScope};
 use crate::crypto::{open, RecordAad, SubjectKeys};
-use crate::domain::{CoarseRecord, Day, Milligrams, SubjectId, TenantId};
+use crate::domain::{CoarseRecord, Day, Milligrams, TenantId};
 use crate::policy::Permission;
 
 /// Events, reduction and points of a group of ledger entries.
@@ -109,7 +109,11 @@ struct SealedRow {
 }
 
 impl Store {
-    pub async fn account(&self, access: &Access, subject: &SubjectId) -> Result<Account, StoreError> {
+    pub async fn account(
+        &self,
+        access: &Access,
+        subject: &(impl SubjectHandle + ?Sized),
+    ) -> Result<Account, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let cutoff = self.cutoffs(&tx.today()).ledger_day;
             let (tenant, s) = (tx.tenant().get(), tx.ledger_ref().as_bytes().to_vec());
@@ -163,7 +167,7 @@ impl Store {
     pub async fn records(
         &self,
         access: &Access,
-        subject: &SubjectId,
+        subject: &(impl SubjectHandle + ?Sized),
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {

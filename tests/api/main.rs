@@ -14,6 +14,7 @@ mod availability;
 mod cli;
 mod compliance;
 mod consent;
+mod console;
 mod console_audit;
 mod events;
 mod hangups;
