@@ -67,6 +67,9 @@ run_engine() {
     curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$WORK/serve.log" >&2; return 1; }
     local status=0
     for spec in tests/browser/*.spec.mjs; do
+        # The auditor's spec alters the database to show a failed check: it
+        # gets a server and database of its own (.ci/browser-auditor.sh).
+        [ "$spec" = tests/browser/auditor.spec.mjs ] && continue
         log "$spec on $engine"
         BASE_URL="http://127.0.0.1:$port" PLATFORM_KEY="$key" OUT_DIR="target/browser-output/$engine" \
             BROWSER_NODE="$NODE_DIR" node "$spec" || status=1
