@@ -42,10 +42,7 @@ pub async fn issue(
         .store
         .issue_console_link(&caller.access(Purpose::Accounting), &subject)
         .await?;
-    let expires_at = link
-        .expires_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::Internal(format!("formatting a time: {e}")))?;
+    let expires_at = super::rfc3339(link.expires_at)?;
     Ok(json(
         StatusCode::CREATED,
         &json!({

@@ -46,10 +46,7 @@ pub async fn issue_code(
         .store
         .issue_link_code(&caller.access(Purpose::Interconnection), &subject)
         .await?;
-    let expires_at = code
-        .expires_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::Internal(format!("formatting a time: {e}")))?;
+    let expires_at = super::rfc3339(code.expires_at)?;
     Ok(json(
         StatusCode::CREATED,
         &json!({

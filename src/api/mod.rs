@@ -119,6 +119,12 @@ fn routes() -> Vec<Route> {
     ]
 }
 
+/// A moment as RFC 3339 text, for expiry times in answers.
+fn rfc3339(at: time::OffsetDateTime) -> Result<String, ApiError> {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::Internal(format!("formatting a time: {e}")))
+}
+
 /// The routed paths and methods.
 pub fn route_table() -> Vec<(&'static str, Method)> {
     routes().into_iter().map(|(path, method, _)| (path, method)).collect()
