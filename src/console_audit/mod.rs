@@ -34,8 +34,6 @@ const HISTORY: u32 = 30;
 /// let every visitor start one.
 const WHOLE_LOG_TTL: Duration = Duration::from_secs(2);
 
-const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const CSS: &str = include_str!("../../assets/console-audit.css");
 
 /// The console's routes, under `/console/audit`.
@@ -53,10 +51,7 @@ pub fn router() -> Router<AppState> {
 /// Every response, errors included, gets the strict headers.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    crate::console::layout::set_page_headers(h);
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache"));
     response

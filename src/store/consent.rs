@@ -129,6 +129,27 @@ impl ConsentState {
 }
 
 impl Store {
+    /// Whether one account consents to `purpose` under the notice in force
+    /// (for one account at a time; batches use `consent_state`).
+    pub(super) async fn consents_now(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        tenant: TenantId,
+        subject: &[u8],
+        purpose: Purpose,
+    ) -> Result<bool, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT notice_version FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3",
+        )
+        .bind(tenant.get())
+        .bind(subject.to_vec())
+        .bind(purpose.as_str())
+        .fetch_optional(conn)
+        .await?;
+        let current = self.policies.consent.get(purpose).notice_version;
+        Ok(version == Some(i64::from(current)))
+    }
+
     pub(super) async fn consent_state(
         &self,
         w: &mut WriteTx<'_>,

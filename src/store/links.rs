@@ -135,26 +135,6 @@ fn day_of(at: i64) -> Result<Day, StoreError> {
 }
 
 impl Store {
-    /// Whether the account consents to interconnection under the notice in
-    /// force.
-    pub(super) async fn interconnects(
-        &self,
-        conn: &mut AnyConnection,
-        tenant: TenantId,
-        subject: &[u8],
-    ) -> Result<bool, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT notice_version FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3",
-        )
-        .bind(tenant.get())
-        .bind(subject.to_vec())
-        .bind(Purpose::Interconnection.as_str())
-        .fetch_optional(conn)
-        .await?;
-        let current = self.policies.consent.get(Purpose::Interconnection).notice_version;
-        Ok(version == Some(i64::from(current)))
-    }
-
     /// Issues a link code for the account: single use, valid for
     /// `LINK_CODE_MINUTES`, replacing any code issued before for it.
     pub async fn issue_link_code(&self, access: &Access, subject: &SubjectId) -> Result<LinkCode, StoreError> {
@@ -164,7 +144,10 @@ impl Store {
             .link_code_hash(&canonical_code(&code).unwrap_or_default());
         let issue = async |tx: &mut SubjectTx<'_>| {
             let (tenant, own) = (tx.tenant(), tx.ledger_ref().as_bytes().to_vec());
-            if !self.interconnects(tx.conn(), tenant, &own).await? {
+            if !self
+                .consents_now(tx.conn(), tenant, &own, Purpose::Interconnection)
+                .await?
+            {
                 return Err(StoreError::ConsentRequired {
                     purpose: Purpose::Interconnection,
                     other_side: false,
@@ -218,7 +201,10 @@ impl Store {
             .link_code_hash(&canonical_code(code).ok_or(StoreError::LinkCodeInvalid)?);
         let redeem = async |tx: &mut SubjectTx<'_>| {
             let (tenant, own) = (tx.tenant(), tx.ledger_ref().as_bytes().to_vec());
-            if !self.interconnects(tx.conn(), tenant, &own).await? {
+            if !self
+                .consents_now(tx.conn(), tenant, &own, Purpose::Interconnection)
+                .await?
+            {
                 return Err(StoreError::ConsentRequired {
                     purpose: Purpose::Interconnection,
                     other_side: false,
@@ -246,7 +232,10 @@ impl Store {
                         .into(),
                 ));
             }
-            if !self.interconnects(tx.conn(), peer_tenant, &peer_subject).await? {
+            if !self
+                .consents_now(tx.conn(), peer_tenant, &peer_subject, Purpose::Interconnection)
+                .await?
+            {
                 return Err(StoreError::ConsentRequired {
                     purpose: Purpose::Interconnection,
                     other_side: true,
@@ -465,7 +454,10 @@ impl Store {
     pub async fn linked_account(&self, access: &Access, subject: &SubjectId) -> Result<LinkedAccount, StoreError> {
         let read = async |tx: &mut SubjectTx<'_>| {
             let (tenant, own) = (tx.tenant(), tx.ledger_ref().as_bytes().to_vec());
-            if !self.interconnects(tx.conn(), tenant, &own).await? {
+            if !self
+                .consents_now(tx.conn(), tenant, &own, Purpose::Interconnection)
+                .await?
+            {
                 return Err(StoreError::ConsentRequired {
                     purpose: Purpose::Interconnection,
                     other_side: false,
@@ -477,7 +469,10 @@ impl Store {
             let mut links = Vec::new();
             let mut peer_reads = Vec::new();
             for peer in self.peers(tx.conn(), tenant, &own).await? {
-                let totals = if self.interconnects(tx.conn(), peer.tenant, &peer.subject).await? {
+                let totals = if self
+                    .consents_now(tx.conn(), peer.tenant, &peer.subject, Purpose::Interconnection)
+                    .await?
+                {
                     let t = self
                         .account_totals(tx.conn(), peer.tenant, &peer.subject, cutoff)
                         .await?;

@@ -213,24 +213,6 @@ pub(in crate::store) async fn redemption_page(
     Ok((out, last))
 }
 
-/// Whether the subject consents to `rewards` under the current notice.
-pub(super) async fn consents_to_rewards(
-    conn: &mut AnyConnection,
-    tenant: TenantId,
-    subject: &[u8],
-    current: u32,
-) -> Result<bool, StoreError> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT notice_version FROM consents WHERE tenant_id = $1 AND subject = $2 AND purpose = $3",
-    )
-    .bind(tenant.get())
-    .bind(subject.to_vec())
-    .bind(Purpose::Rewards.as_str())
-    .fetch_optional(conn)
-    .await?;
-    Ok(found == Some(i64::from(current)))
-}
-
 impl Store {
     /// The expiry period of the points `tenant` credits (see
     /// `policies/points.toml`).
@@ -294,8 +276,10 @@ impl Store {
                 };
                 return Ok(Audited::new((receipt, true), read));
             }
-            let current = self.policies.consent.get(Purpose::Rewards).notice_version;
-            if !consents_to_rewards(tx.conn(), tenant, subject_ref.as_bytes(), current).await? {
+            if !self
+                .consents_now(tx.conn(), tenant, subject_ref.as_bytes(), Purpose::Rewards)
+                .await?
+            {
                 return Err(StoreError::ConsentRequired {
                     purpose: Purpose::Rewards,
                     other_side: false,

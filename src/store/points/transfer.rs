@@ -14,7 +14,6 @@ use sqlx::{AnyConnection, Row};
 
 use super::super::access::{Audited, Enrol, SubjectTx};
 use super::super::{Access, Store, StoreError};
-use super::redeem::consents_to_rewards;
 use super::{append, balance, position, LineKind, NewLine};
 use crate::audit::Action;
 use crate::crypto::{random_bytes, AuditRef, SubjectRef};
@@ -99,18 +98,13 @@ impl Store {
                 .ok_or(StoreError::LinkNotFound)?;
             let peer_ref = SubjectRef::from_stored(&peer.subject)
                 .ok_or_else(|| StoreError::Corrupt("a linked account's reference is not 32 bytes".into()))?;
-            let rewards = self.policies.consent.get(Purpose::Rewards).notice_version;
             for (other_side, purpose, t, s) in [
                 (false, Purpose::Interconnection, tenant, own.as_bytes().as_slice()),
                 (true, Purpose::Interconnection, peer.tenant, peer.subject.as_slice()),
                 (false, Purpose::Rewards, tenant, own.as_bytes().as_slice()),
                 (true, Purpose::Rewards, peer.tenant, peer.subject.as_slice()),
             ] {
-                let consents = match purpose {
-                    Purpose::Rewards => consents_to_rewards(tx.conn(), t, s, rewards).await?,
-                    _ => self.interconnects(tx.conn(), t, s).await?,
-                };
-                if !consents {
+                if !self.consents_now(tx.conn(), t, s, purpose).await? {
                     return Err(StoreError::ConsentRequired { purpose, other_side });
                 }
             }
