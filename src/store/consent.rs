@@ -378,6 +378,9 @@ impl Store {
         let (ledger_entries, points): (i64, i64) = (sums.try_get(0)?, sums.try_get(1)?);
         let delete_lines = format!("DELETE {lines}");
         bound(&delete_lines, tenant, &subject, kept).execute(tx.conn()).await?;
+        // What those lines summed for the daily caps goes with them.
+        let delete_usage = format!("DELETE FROM daily_usage WHERE tenant_id = {t} AND subject = {s}{filter}");
+        bound(&delete_usage, tenant, &subject, kept).execute(tx.conn()).await?;
         // The retry keys of those records go with them: they carry each
         // event's figures.
         let delete_keys = format!(

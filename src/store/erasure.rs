@@ -39,6 +39,11 @@ const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 8] = [
     ("points_transfers", "transfer_id", KeyType::Blob),
 ];
 
+/// Tables of figures derived from a subject's rows, bounded by the
+/// retention period whatever the account's activity: deleted in the
+/// erasure's own transaction, not counted in its audit entry.
+const SUBJECT_DERIVED_TABLES: [&str; 1] = ["daily_usage"];
+
 /// How many of `SUBJECT_TABLE_KEYS`, from the end, the erasure counts as
 /// ledger entries: the audit entry's counts predate the points ledger.
 const POINTS_TABLES: usize = 3;
@@ -183,6 +188,13 @@ impl Store {
                     .bind(audit_seq as i64)
                     .execute(w.conn())
                     .await?;
+                for table in SUBJECT_DERIVED_TABLES {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2"))
+                        .bind(tenant.get())
+                        .bind(keys.ledger_ref.as_bytes().to_vec())
+                        .execute(w.conn())
+                        .await?;
+                }
                 // The person's privacy center sessions and unopened links
                 // end with them, whoever asked for the erasure.
                 for table in ["console_sessions", "console_tokens"] {
@@ -347,6 +359,16 @@ impl Store {
         }
         let done = rows < PURGE_CHUNK_ROWS;
         if done {
+            // Gone in the erasure's transaction, unless it was written
+            // before these tables were (a tombstone pending across the
+            // upgrade).
+            for table in SUBJECT_DERIVED_TABLES {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2"))
+                    .bind(tenant)
+                    .bind(subject.to_vec())
+                    .execute(w.conn())
+                    .await?;
+            }
             sqlx::query("UPDATE erasures SET tenant_id = NULL, pending_ref = NULL WHERE key_id = $1")
                 .bind(key_id.to_vec())
                 .execute(w.conn())
@@ -399,7 +421,11 @@ impl Store {
         // Subjects whose erasure is pending are `purge_erased`'s, in
         // bounded chunks; this catches only what a crash or a restore left.
         let union = SUBJECT_TABLE_KEYS
-            .map(|(t, _, _)| format!("SELECT subject FROM {t}"))
+            .map(|(t, _, _)| t)
+            .iter()
+            .chain(&SUBJECT_DERIVED_TABLES)
+            .map(|t| format!("SELECT subject FROM {t}"))
+            .collect::<Vec<_>>()
             .join(" UNION ");
         let union = format!(
             "SELECT subject FROM ({union}) AS held WHERE subject NOT IN \
@@ -436,6 +462,12 @@ impl Store {
         let mut rows = 0;
         for (table, _, _) in SUBJECT_TABLE_KEYS {
             rows += execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
+                format!("DELETE FROM {table} WHERE subject IN ({})", p.list(n))
+            })
+            .await?;
+        }
+        for table in SUBJECT_DERIVED_TABLES {
+            execute_in(w.conn(), self.engine, &[], &orphans, |p, n| {
                 format!("DELETE FROM {table} WHERE subject IN ({})", p.list(n))
             })
             .await?;

@@ -545,12 +545,12 @@ impl Store {
         let rows = select_in(w.conn(), self.engine, &leading, &list, |p, n| {
             format!(
                 "SELECT l.subject, l.link_id, e.day, e.kind, e.variant, \
-                 CAST(SUM(e.reduction_mg + e.counted_elsewhere_mg) AS BIGINT) AS claimed \
+                 CAST(SUM(e.reduction_mg) AS BIGINT) AS claimed \
                  FROM subject_links l \
                  JOIN consents c ON c.tenant_id = l.peer_tenant AND c.subject = l.peer_subject \
                    AND c.purpose = {} AND c.notice_version = {} \
-                 JOIN ledger_entries e ON e.tenant_id = l.peer_tenant AND e.subject = l.peer_subject \
-                   AND e.day >= {} AND e.day <= {} AND e.record_id IS NOT NULL \
+                 JOIN daily_usage e ON e.tenant_id = l.peer_tenant AND e.subject = l.peer_subject \
+                   AND e.day >= {} AND e.day <= {} \
                  WHERE l.tenant_id = {} AND l.subject IN ({}) \
                  GROUP BY l.subject, l.link_id, e.day, e.kind, e.variant",
                 p.one(),

@@ -73,6 +73,12 @@ impl Store {
             .bind(today.now.unix_timestamp())
             .execute(w.conn())
             .await?;
+        // What the deleted lines summed for the daily caps goes with them.
+        // Not counted either: a figure derived from the lines, not a line.
+        sqlx::query("DELETE FROM daily_usage WHERE day < $1")
+            .bind(c.ledger_day)
+            .execute(w.conn())
+            .await?;
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
         self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;

@@ -387,11 +387,8 @@ impl Store {
         ];
         let rows = select_in(w.conn(), self.engine, &leading, &list, |p, n| {
             format!(
-                "SELECT subject, day, kind, variant, \
-                 CAST(SUM(CASE WHEN reduction_mg + counted_elsewhere_mg > 0 THEN 1 ELSE 0 END) AS BIGINT) AS credited, \
-                 CAST(COALESCE(SUM(reduction_mg + counted_elsewhere_mg), 0) AS BIGINT) AS reduction_mg \
-                 FROM ledger_entries WHERE tenant_id = {} AND day >= {} AND day <= {} AND record_id IS NOT NULL \
-                 AND subject IN ({}) GROUP BY subject, day, kind, variant",
+                "SELECT subject, day, kind, variant, credited, reduction_mg FROM daily_usage \
+                 WHERE tenant_id = {} AND day >= {} AND day <= {} AND subject IN ({})",
                 p.one(),
                 p.one(),
                 p.one(),

@@ -7,9 +7,10 @@ use sqlx::AnyConnection;
 
 use super::Receipt;
 use crate::crypto::{EventKey, SubjectRef};
-use crate::domain::{CoarseRecord, TenantId};
+use crate::domain::{CoarseRecord, Day, TenantId};
 use crate::store::sql::{insert_rows, select_in, Arg};
 use crate::store::{Engine, StoreError};
+use time::{Date, Month};
 
 /// A sealed record: only its kind and day are in clear.
 struct RecordRow {
@@ -199,12 +200,39 @@ impl TotalsRow {
     }
 }
 
+/// What one account reported on one day, kind and variant, added to what
+/// is stored (see migration 0014).
+struct UsageRow;
+
+impl UsageRow {
+    const TABLE: &str = "daily_usage";
+    const COLUMNS: [&str; 7] = [
+        "tenant_id",
+        "subject",
+        "day",
+        "kind",
+        "variant",
+        "credited",
+        "reduction_mg",
+    ];
+    const ADD_TO_STORED: &str = "ON CONFLICT (tenant_id, subject, day, kind, variant) DO UPDATE SET \
+         credited = daily_usage.credited + excluded.credited, \
+         reduction_mg = daily_usage.reduction_mg + excluded.reduction_mg";
+}
+
+/// A `daily_usage` key: subject, day, kind, variant.
+type UsageKey = (SubjectRef, i32, String, String);
+
 /// Everything a batch writes besides its audit entries.
 #[derive(Default)]
 pub(super) struct BatchRows {
     records: Vec<Vec<Arg>>,
     ledger: Vec<Vec<Arg>>,
     keys: Vec<Vec<Arg>>,
+    /// Credited lines and milligrams (as reported: earned plus counted
+    /// elsewhere) per key, one row per key: PostgreSQL refuses to update a
+    /// row twice in one `INSERT … ON CONFLICT`.
+    usage: HashMap<UsageKey, (i64, i64)>,
     /// Events, milligrams and points per (kind, month).
     totals: HashMap<(String, i32), (i64, i64, i64)>,
     /// The people each (kind, month) cell of the batch has.
@@ -227,6 +255,17 @@ impl BatchRows {
         created_at: i64,
     ) {
         let (tenant, kind, day) = (tenant.get(), record.kind().to_owned(), record.day());
+        let reported_mg = receipt.reduction.0 + elsewhere(receipt).0;
+        let used = self
+            .usage
+            .entry((
+                subject,
+                day.days(),
+                kind.clone(),
+                record.variant().unwrap_or("").to_owned(),
+            ))
+            .or_default();
+        *used = (used.0 + i64::from(reported_mg > 0), used.1 + reported_mg);
         self.records.push(
             RecordRow {
                 record_id: receipt.record_id.0,
@@ -296,6 +335,30 @@ impl BatchRows {
             "",
         )
         .await?;
+        let usage = self
+            .usage
+            .into_iter()
+            .map(|((subject, day, kind, variant), (credited, reduction_mg))| {
+                vec![
+                    Arg::Int(tenant.get()),
+                    Arg::Blob(subject.as_bytes().to_vec()),
+                    Arg::Int(day.into()),
+                    Arg::Text(kind),
+                    Arg::Text(variant),
+                    Arg::Int(credited),
+                    Arg::Int(reduction_mg),
+                ]
+            })
+            .collect();
+        insert_rows(
+            conn,
+            engine,
+            UsageRow::TABLE,
+            &UsageRow::COLUMNS,
+            usage,
+            UsageRow::ADD_TO_STORED,
+        )
+        .await?;
         // One row per cell in the statement: PostgreSQL refuses to update a
         // row twice in one INSERT ... ON CONFLICT.
         let totals = self
@@ -327,7 +390,9 @@ impl BatchRows {
     }
 }
 
-/// Which of `cells` (subject, kind, month) already have a ledger line.
+/// Which of `cells` (subject, kind, month) already have a ledger line: a
+/// `daily_usage` row on a day of that month (read before the batch's own
+/// rows are written).
 async fn known_in_cells(
     conn: &mut AnyConnection,
     engine: Engine,
@@ -338,13 +403,14 @@ async fn known_in_cells(
         return Ok(HashSet::new());
     };
     let last = cells.iter().map(|c| c.2).max().unwrap_or(first);
+    let (from, to) = month_days(first, last)?;
     let subjects: HashSet<SubjectRef> = cells.iter().map(|c| c.0).collect();
     let list: Vec<Arg> = subjects.iter().map(|s| Arg::Blob(s.as_bytes().to_vec())).collect();
-    let leading = [Arg::Int(tenant.get()), Arg::Int(first.into()), Arg::Int(last.into())];
+    let leading = [Arg::Int(tenant.get()), Arg::Int(from.into()), Arg::Int(to.into())];
     let rows = select_in(conn, engine, &leading, &list, |p, n| {
         format!(
-            "SELECT DISTINCT subject, kind, month FROM ledger_entries WHERE tenant_id = {} AND month >= {} \
-             AND month <= {} AND record_id IS NOT NULL AND subject IN ({})",
+            "SELECT DISTINCT subject, kind, day FROM daily_usage WHERE tenant_id = {} AND day >= {} \
+             AND day <= {} AND subject IN ({})",
             p.one(),
             p.one(),
             p.one(),
@@ -357,9 +423,42 @@ async fn known_in_cells(
         use sqlx::Row;
         let subject = SubjectRef::from_stored(&row.try_get::<Vec<u8>, _>(0)?)
             .ok_or_else(|| StoreError::Corrupt("subject is not 32 bytes".into()))?;
-        let month =
-            i32::try_from(row.try_get::<i64, _>(2)?).map_err(|_| StoreError::Corrupt("month out of range".into()))?;
-        known.insert((subject, row.try_get::<String, _>(1)?, month));
+        let day =
+            Day::from_days(row.try_get::<i64, _>(2)?).ok_or_else(|| StoreError::Corrupt("day out of range".into()))?;
+        known.insert((subject, row.try_get::<String, _>(1)?, day.month()));
     }
     Ok(known)
+}
+
+/// The first day of month `first` and the last of month `last` (`YYYYMM`).
+fn month_days(first: i32, last: i32) -> Result<(i32, i32), StoreError> {
+    let out_of_range = || StoreError::Corrupt("month out of range".into());
+    let start = |month: i32| -> Result<Date, StoreError> {
+        let m = Month::try_from(u8::try_from(month % 100).map_err(|_| out_of_range())?).map_err(|_| out_of_range())?;
+        Date::from_calendar_date(month / 100, m, 1).map_err(|_| out_of_range())
+    };
+    let last = start(last)?;
+    let end = last
+        .replace_day(last.month().length(last.year()))
+        .map_err(|_| out_of_range())?;
+    Ok((Day::from_date(start(first)?).days(), Day::from_date(end).days()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_month_spans_its_days() {
+        let day = |y, m, d| Day::from_date(Date::from_calendar_date(y, m, d).unwrap()).days();
+        assert_eq!(
+            month_days(202602, 202602).unwrap(),
+            (day(2026, Month::February, 1), day(2026, Month::February, 28))
+        );
+        assert_eq!(
+            month_days(202412, 202501).unwrap(),
+            (day(2024, Month::December, 1), day(2025, Month::January, 31))
+        );
+        assert!(month_days(202613, 202613).is_err());
+    }
 }
