@@ -4,10 +4,12 @@
 //!
 //! No writer task: whoever holds the process's write lock drains the queue
 //! (the leader); everyone else waits for their answer or for the lock.
-//! Each batch still runs alone against the database state the previous
-//! ones left in the same transaction, so duplicates and daily caps across
-//! batches of one group are decided exactly as if they had committed one
-//! by one.
+//! Consecutive batches of one tenant are decided as one run of events in
+//! arrival order, each event against the state the events before it left,
+//! and written with one pass of statements: duplicates and daily caps
+//! across batches of one group are decided exactly as if the batches had
+//! committed one by one, and a group of many single events pays for one
+//! set of statements, not one each.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -130,9 +132,11 @@ impl Store {
     ) -> Result<Vec<Vec<IngestOutcome>>, StoreError> {
         let mut w = self.begin_write_held(held, self.today()).await?;
         let mut answers = Vec::with_capacity(group.len());
-        for job in group {
-            match self.write_batch(&mut w, &job.batch).await {
-                Ok(answer) => answers.push(answer),
+        // Consecutive batches of one tenant are written as one.
+        for run in group.chunk_by(|a, b| a.batch.tenant == b.batch.tenant) {
+            let batches: Vec<&Prepared> = run.iter().map(|job| &job.batch).collect();
+            match self.write_batches(&mut w, &batches).await {
+                Ok(run_answers) => answers.extend(run_answers),
                 Err(e) => {
                     // Explicitly, so the connection returns to the pool
                     // outside a transaction.

@@ -175,11 +175,35 @@ impl Store {
         self.ingest_grouped(Prepared { tenant, items, stored }).await
     }
 
-    /// Decides and writes one batch in the write transaction `w`; its
-    /// outcomes are true once `w` commits.
-    async fn write_batch(&self, w: &mut WriteTx<'_>, batch: &Prepared) -> Result<Vec<IngestOutcome>, StoreError> {
-        let Prepared { tenant, items, stored } = batch;
-        let tenant = *tenant;
+    /// Decides and writes batches of one tenant in the write transaction
+    /// `w`, in order, as one: each event is decided against the state the
+    /// events before it left, so the outcomes are those of writing the
+    /// batches one by one, for one pass of statements instead of one per
+    /// batch. Each batch's outcomes are true once `w` commits.
+    async fn write_batches(
+        &self,
+        w: &mut WriteTx<'_>,
+        batches: &[&Prepared],
+    ) -> Result<Vec<Vec<IngestOutcome>>, StoreError> {
+        let tenant = batches.first().expect("a run is not empty").tenant;
+        debug_assert!(batches.iter().all(|b| b.tenant == tenant));
+        let items: Vec<&(Pseudonym, EventKey, CoarseRecord)> = batches.iter().flat_map(|b| &b.items).collect();
+        let stored: HashMap<&Pseudonym, &StoredKey> = batches.iter().flat_map(|b| &b.stored).collect();
+        let outcomes = self.write_items(w, tenant, &items, &stored).await?;
+        let mut outcomes = outcomes.into_iter();
+        Ok(batches
+            .iter()
+            .map(|b| outcomes.by_ref().take(b.items.len()).collect())
+            .collect())
+    }
+
+    async fn write_items(
+        &self,
+        w: &mut WriteTx<'_>,
+        tenant: TenantId,
+        items: &[&(Pseudonym, EventKey, CoarseRecord)],
+        stored: &HashMap<&Pseudonym, &StoredKey>,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
         let methodology = &self.policies.methodology;
         let first = items.iter().map(|(_, _, r)| r.day()).min().expect("batch is not empty");
         let last = items.iter().map(|(_, _, r)| r.day()).max().expect("batch is not empty");
@@ -191,7 +215,7 @@ impl Store {
         let subjects: HashMap<Pseudonym, SubjectKeys> = stored
             .iter()
             .filter(|(_, k)| !erased.contains(&k.key_id))
-            .map(|(p, k)| (*p, self.sealing_keys(&k.salt)))
+            .map(|(p, k)| (**p, self.sealing_keys(&k.salt)))
             .collect();
         let refs: Vec<SubjectRef> = subjects.values().map(|k| k.ledger_ref).collect();
         let consents = self.consent_state(w, tenant, &refs).await?;
@@ -202,7 +226,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut rows = BatchRows::default();
         let mut credits = Vec::new();
-        for (lookup, event_key, record) in items {
+        for &(lookup, event_key, record) in items {
             let subject = subjects.get(lookup);
             let fingerprint = subject.map(|k| self.pseudonyms.event_fingerprint(&k.ledger_ref, &record.encode()));
             let decided = decide(
@@ -319,7 +343,7 @@ impl Store {
         &self,
         w: &mut WriteTx<'_>,
         tenant: i64,
-        items: &[(Pseudonym, EventKey, CoarseRecord)],
+        items: &[&(Pseudonym, EventKey, CoarseRecord)],
     ) -> Result<HashMap<EventKey, (Receipt, [u8; 32])>, StoreError> {
         let keys: BTreeSet<[u8; 32]> = items.iter().map(|(_, k, _)| *k.as_bytes()).collect();
         let keys: Vec<[u8; 32]> = keys.into_iter().collect();
