@@ -558,21 +558,40 @@ struct BatchResult {
     events_per_sec: f64,
 }
 
+/// Runs of at most this many batches have their bodies built before the
+/// clock starts.
+const PREBUILT_BATCHES: u64 = 200;
+
+enum Batch {
+    Built(Vec<u8>),
+    Number(u64),
+}
+
 /// Phase "batches": closed-loop, each connection sends its next batch when
 /// the previous one is answered.
 async fn phase_batches(base: &str, key: &str, args: &Args) -> Result<BatchResult> {
     let at = occurred_at()?;
-    // Bodies are built before the clock starts: the client's JSON encoding
-    // is not the server's cost.
-    let mut bodies = VecDeque::new();
-    for b in 0..args.batches {
+    let subjects = args.subjects;
+    let body = move |b: u64| -> Result<Vec<u8>> {
         let events: Vec<Value> = (0..BATCH as u64)
             .map(|i| {
                 let n = b * BATCH as u64 + i;
-                event(format!("lg-b-{n}"), n, args.subjects, &at)
+                event(format!("lg-b-{n}"), n, subjects, &at)
             })
             .collect();
-        bodies.push_back(serde_json::to_vec(&json!({ "events": events }))?);
+        Ok(serde_json::to_vec(&json!({ "events": events }))?)
+    };
+    // Bodies are built before the clock starts (the client's JSON encoding
+    // is not the server's cost), except in long runs, where they would not
+    // fit in memory: there each connection encodes its next body, about a
+    // millisecond per batch.
+    let mut bodies = VecDeque::new();
+    for b in 0..args.batches {
+        bodies.push_back(if args.batches <= PREBUILT_BATCHES {
+            Batch::Built(body(b)?)
+        } else {
+            Batch::Number(b)
+        });
     }
     let queue = Arc::new(Mutex::new(bodies));
     let url = format!("{base}/v1/events");
@@ -580,12 +599,18 @@ async fn phase_batches(base: &str, key: &str, args: &Args) -> Result<BatchResult
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (client, queue, url) = (connection(key)?, queue.clone(), url.clone());
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut counts = Counts::default();
+            let mut done = Vec::new();
             loop {
-                let Some(body) = queue.lock().map_err(|_| "queue poisoned")?.pop_front() else {
+                let Some(next) = queue.lock().map_err(|_| "queue poisoned")?.pop_front() else {
                     break;
+                };
+                let body = match next {
+                    Batch::Built(body) => body,
+                    Batch::Number(b) => body(b)?,
                 };
                 let sent = Instant::now();
                 let r = client.post(&url).body(body).send().await?;
@@ -595,18 +620,22 @@ async fn phase_batches(base: &str, key: &str, args: &Args) -> Result<BatchResult
                 if status != reqwest::StatusCode::OK {
                     return Err(format!("batch answered {status}: {}", String::from_utf8_lossy(&bytes)).into());
                 }
+                let before = counts.recorded;
                 counts.add(&serde_json::from_slice(&bytes)?)?;
+                done.push((Instant::now(), counts.recorded - before));
             }
-            Ok::<_, Error>((latencies, counts))
+            Ok::<_, Error>((latencies, counts, done))
         }));
     }
     let mut latencies = Vec::new();
     let mut counts = Counts::default();
+    let mut done = Vec::new();
     for task in tasks {
-        let (l, c) = task.await??;
+        let (l, c, d) = task.await??;
         latencies.extend(l);
         counts.recorded += c.recorded;
         counts.duplicate += c.duplicate;
+        done.extend(d);
     }
     let elapsed = started.elapsed();
     latencies.sort();
@@ -622,6 +651,24 @@ async fn phase_batches(base: &str, key: &str, args: &Args) -> Result<BatchResult
         counts.recorded, counts.duplicate
     );
     println!("  {events_per_sec:.0} events/s (recorded)");
+    // Sustained: the rate over the last tenth of the batches against the
+    // first tenth (B-tree inserts slow down as tables grow).
+    done.sort();
+    let tenth = done.len() / 10;
+    if tenth > 0 {
+        let rate = |from: Instant, part: &[(Instant, u64)]| {
+            let events: u64 = part.iter().map(|(_, n)| n).sum();
+            events as f64 / part.last().map_or(0.0, |(t, _)| t.duration_since(from).as_secs_f64())
+        };
+        let first = rate(started, &done[..tenth]);
+        let from = done[done.len() - tenth - 1].0;
+        let last = rate(from, &done[done.len() - tenth..]);
+        println!(
+            "  first tenth {first:.0} events/s, last tenth {last:.0} events/s (after {} recorded): ratio {:.2}",
+            counts.recorded - done[done.len() - tenth..].iter().map(|(_, n)| n).sum::<u64>(),
+            last / first
+        );
+    }
     println!(
         "  request latency: p50 {}, p99 {}, max {}",
         ms(percentile(&latencies, 50.0)),

@@ -58,6 +58,8 @@ pub(super) struct Pools {
     pub engine: Engine,
     pub ledger: AnyPool,
     pub keys: AnyPool,
+    /// SQLite: the ledger database file, whose log `wal` checkpoints.
+    pub ledger_path: Option<PathBuf>,
 }
 
 /// Connects to the ledger database and the key store, and migrates both.
@@ -84,14 +86,20 @@ pub(super) async fn connect(url: &str, key_store_url: Option<&str>) -> Result<Po
             };
             Pools {
                 engine,
-                ledger: sqlite_pool(&ledger_path).await?,
-                keys: sqlite_pool(&keys_path).await?,
+                ledger: sqlite_pool(&ledger_path, Checkpoints::InBackground).await?,
+                keys: sqlite_pool(&keys_path, Checkpoints::OnCommit).await?,
+                ledger_path: Some(ledger_path),
             }
         }
         Engine::Postgres => {
             let ledger = postgres_pool(url, 16, None).await?;
             let keys = postgres_pool(key_store_url.unwrap_or(url), 8, Some(KEYSTORE_SCHEMA)).await?;
-            Pools { engine, ledger, keys }
+            Pools {
+                engine,
+                ledger,
+                keys,
+                ledger_path: None,
+            }
         }
     };
     let (ledger_migrations, key_migrations) = match engine {
@@ -242,7 +250,16 @@ pub fn key_store_path(ledger: &Path) -> PathBuf {
 /// for the same throughput within noise: the 100 MB bound decides.
 const SQLITE_CACHE_KIB: u32 = 4 * 1024;
 
-async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
+/// Who checkpoints a SQLite database's log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkpoints {
+    /// SQLite, in the committing connection (its default).
+    OnCommit,
+    /// The store's background task (see `wal`): the ledger's batches.
+    InBackground,
+}
+
+pub(super) async fn sqlite_pool(path: &Path, checkpoints: Checkpoints) -> Result<AnyPool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
@@ -251,7 +268,7 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
     let pool = never_inside_a_transaction(AnyPoolOptions::new(), None)
         .max_connections(SQLITE_POOL_SIZE)
         .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL for concurrent readers; FULL sync so a 2xx survives power
                 // loss; secure_delete so purged rows do not linger in free pages.
@@ -269,6 +286,9 @@ async fn sqlite_pool(path: &Path) -> Result<AnyPool, StoreError> {
                 .await?;
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                     .await?;
+                if checkpoints == Checkpoints::InBackground {
+                    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                }
                 Ok(())
             })
         })

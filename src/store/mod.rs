@@ -29,6 +29,7 @@ mod sql;
 mod tenants;
 mod today;
 mod transparency;
+mod wal;
 
 use std::sync::Arc;
 
@@ -233,7 +234,9 @@ pub struct Store {
     signer: NoteSigner,
     /// Serializes this process's write transactions; the audit head row lock
     /// serializes them across processes.
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: checkpoints the ledger's log off the write path.
+    _wal: Option<wal::Checkpointer>,
     /// Woken after each erasure: its rows wait for `purge_erased`.
     purge_wanted: tokio::sync::Notify,
     /// `purge_erased` runs under way.
@@ -348,6 +351,10 @@ impl Store {
         // can never be confused.
         let origin = format!("carbon-ledger/{}/audit/blake3-v1", &root.fingerprint()[..16]);
         let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let wal = pools
+            .ledger_path
+            .map(|path| wal::start(pools.ledger.clone(), path, write_lock.clone()));
         let store = Store {
             signer,
             ledger: pools.ledger,
@@ -357,7 +364,8 @@ impl Store {
             root,
             clock,
             policies,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock,
+            _wal: wal,
             purge_wanted: tokio::sync::Notify::new(),
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
