@@ -3,8 +3,9 @@
 //! who is acting and for what purpose; the layer checks the role against
 //! `policies/access.toml`, consent against `policies/consent.toml` and hides
 //! data past its retention period (`policies/retention.toml`). Every
-//! operation appends its audit entry in the same transaction as the change
-//! (or read) it records.
+//! change appends its audit entry in the same transaction as the change it
+//! records; a read of one person runs in a read snapshot and returns
+//! nothing until its entry committed (see `access.rs`).
 //!
 //! Subject ids enter here as `SubjectId` and leave as pseudonyms: the layer
 //! pseudonymizes on the way in, so nothing outside it handles the mapping.
