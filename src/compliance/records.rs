@@ -102,8 +102,9 @@ const SECURITY: &[&str] = &[
     "separation of keys: salts in a key store apart from the records; the root key in neither database",
     "erasure by crypto-shredding: deleting the salt makes every copy of the person's records unreadable, backups included",
     "access control by role (`policies/access.toml`) in the data access layer; auditors never get personal data",
-    "every write and every read of personal data appended to a BLAKE3 hash chain and Merkle tree in the same \
-     transaction, with Ed25519-signed checkpoints (key HKDF-SHA256 \"carbon-ledger/v1/audit-signing\")",
+    "every write of personal data appended to a BLAKE3 hash chain and Merkle tree in the same transaction, and every \
+     read before anything read is returned, with Ed25519-signed checkpoints (key HKDF-SHA256 \
+     \"carbon-ledger/v1/audit-signing\")",
     "minimization at the door: fields the methodology does not need are refused; times kept to the day, places to the city, \
      quantities to a bucket",
     "key material zeroized on drop; API keys stored only as hashes",

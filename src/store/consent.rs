@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{AnyConnection, Row};
 
-use super::access::{Audited, Committed, Enrol, SubjectTx};
+use super::access::{Audited, Committed, Enrol, SubjectRead, SubjectTx};
 use super::sql::{select_in, Arg, Params};
 use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, ReadScope, UnlinkReason};
@@ -423,7 +423,7 @@ impl Store {
         access: &Access,
         subject: &(impl SubjectHandle + ?Sized),
     ) -> Result<Vec<Consent>, StoreError> {
-        let read = async |tx: &mut SubjectTx<'_>| {
+        let read = async |tx: &mut SubjectRead| {
             let (tenant, subject) = (tx.tenant(), tx.ledger_ref());
             let views = self.consent_views(tx.conn(), tenant, &subject).await?;
             let items = u32::try_from(views.len()).unwrap_or(u32::MAX);
@@ -434,10 +434,7 @@ impl Store {
             };
             Ok(Audited::new(views, read))
         };
-        let done = self
-            .with_subject(access, Permission::ReadConsents, subject, Enrol::KnownOnly, read)
-            .await?;
-        Ok(done.value)
+        self.read_subject(access, Permission::ReadConsents, subject, read).await
     }
 
     /// The subject's consents in force, within the caller's transaction.

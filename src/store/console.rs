@@ -7,7 +7,7 @@
 
 use sqlx::Row;
 
-use super::access::{Audited, Enrol, SubjectTx};
+use super::access::{Audited, Enrol, SubjectRead, SubjectTx};
 use super::{Access, Actor, Store, StoreError, SubjectHandle};
 use crate::audit::{Action, AuditEntry, ReadScope};
 use crate::crypto::{random_bytes, Pseudonym, PseudonymKey};
@@ -248,7 +248,7 @@ impl Store {
         access: &Access,
         subject: &(impl SubjectHandle + ?Sized),
     ) -> Result<Vec<SubjectAccess>, StoreError> {
-        let read = async |tx: &mut SubjectTx<'_>| {
+        let read = async |tx: &mut SubjectRead| {
             let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
                 "SELECT seq, entry FROM audit_log WHERE subject_ref = $1 AND entry IS NOT NULL ORDER BY seq DESC LIMIT $2",
             )
@@ -271,9 +271,6 @@ impl Store {
             };
             Ok(Audited::new(out, read))
         };
-        Ok(self
-            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, read)
-            .await?
-            .value)
+        self.read_subject(access, Permission::ReadSubjects, subject, read).await
     }
 }

@@ -52,6 +52,24 @@ impl Engine {
             Engine::Postgres => None,
         }
     }
+
+    /// A read snapshot: every statement of the transaction sees the
+    /// database as of its first read. SQLite's deferred `BEGIN` on a WAL
+    /// connection gives one; PostgreSQL's default isolation would not.
+    pub(super) fn begin_read(self) -> Option<&'static str> {
+        match self {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+        }
+    }
+
+    /// Connections of the ledger pool.
+    pub(super) fn ledger_pool_size(self) -> u32 {
+        match self {
+            Engine::Sqlite => SQLITE_POOL_SIZE,
+            Engine::Postgres => POSTGRES_LEDGER_POOL_SIZE,
+        }
+    }
 }
 
 pub(super) struct Pools {
@@ -92,7 +110,7 @@ pub(super) async fn connect(url: &str, key_store_url: Option<&str>) -> Result<Po
             }
         }
         Engine::Postgres => {
-            let ledger = postgres_pool(url, 16, None).await?;
+            let ledger = postgres_pool(url, POSTGRES_LEDGER_POOL_SIZE, None).await?;
             let keys = postgres_pool(key_store_url.unwrap_or(url), 8, Some(KEYSTORE_SCHEMA)).await?;
             Pools {
                 engine,
@@ -184,8 +202,12 @@ async fn postgres_pool(url: &str, size: u32, schema: Option<&'static str>) -> Re
 pub(super) const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
 /// Connections of a SQLite pool. Readers share the database with one writer
-/// at a time (WAL); see `EXPORT_SLOTS` for the exports' share.
+/// at a time (WAL); see `EXPORT_SLOTS` and `read_slots` for the exports'
+/// and the audited reads' shares.
 pub(super) const SQLITE_POOL_SIZE: u32 = 4;
+
+/// Connections of a PostgreSQL ledger pool (the key store's has 8).
+pub(super) const POSTGRES_LEDGER_POOL_SIZE: u32 = 16;
 
 /// Defence in depth for invariant 9: a connection that comes back to the
 /// pool inside a transaction (a future dropped between `BEGIN` and the

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use sqlx::Row;
 
+use super::access::AccessTx;
 use super::sql::{execute_in, select_in, Arg};
 use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
@@ -75,10 +76,12 @@ impl Store {
     /// write transaction, this is race-free against an erasure: its
     /// tombstone is committed before its key goes, and its purge waits for
     /// the write lock, so whatever a transaction writes either sees the
-    /// tombstone or is purged after it.
+    /// tombstone or is purged after it. Checked in a read snapshot, it
+    /// tells whether the person was erased when the snapshot was taken
+    /// (`read_subject` checks again when it appends).
     pub(super) async fn erased_among(
         &self,
-        w: &mut WriteTx<'_>,
+        w: &mut impl AccessTx,
         key_ids: &[&[u8]],
     ) -> Result<HashSet<Vec<u8>>, StoreError> {
         let ids: Vec<Arg> = key_ids.iter().map(|id| Arg::Blob(id.to_vec())).collect();

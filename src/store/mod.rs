@@ -3,8 +3,9 @@
 //! who is acting and for what purpose; the layer checks the role against
 //! `policies/access.toml`, consent against `policies/consent.toml` and hides
 //! data past its retention period (`policies/retention.toml`). Every
-//! operation appends its audit entry in the same transaction as the change
-//! (or read) it records.
+//! change appends its audit entry in the same transaction as the change it
+//! records; a read of one person runs in a read snapshot and returns
+//! nothing until its entry committed (see `access.rs`).
 //!
 //! Subject ids enter here as `SubjectId` and leave as pseudonyms: the layer
 //! pseudonymizes on the way in, so nothing outside it handles the mapping.
@@ -244,6 +245,9 @@ pub struct Store {
     /// Exports stream from a read snapshot that holds a connection for as
     /// long as the client reads; this bounds how many do at once.
     export_slots: Arc<tokio::sync::Semaphore>,
+    /// Audited reads holding a snapshot outside the write lock (see
+    /// `read_slots`).
+    read_slots: tokio::sync::Semaphore,
     /// Batches waiting to be written in a group transaction.
     ingest_queue: ingest::IngestQueue,
     /// The root key versions in use, and their keys (see `rotation`).
@@ -255,6 +259,21 @@ pub struct Store {
 /// Exports streaming at once: with the SQLite pool's four connections, two
 /// stay for the writer and other reads.
 const EXPORT_SLOTS: usize = 2;
+
+/// Audited reads in their snapshots at once: what the ledger pool holds
+/// beyond the exports' slots and one connection for the writer, so that
+/// neither starves the writer (SQLite: one; PostgreSQL: thirteen). The
+/// pool's other users (API key and console session look-ups, reports) take
+/// a connection for one statement at a time.
+fn read_slots(engine: Engine) -> usize {
+    (engine.ledger_pool_size() as usize)
+        .saturating_sub(EXPORT_SLOTS + 1)
+        .max(1)
+}
+
+/// How long an audited read waits for a slot before it is refused as busy
+/// (as long as the pool's own wait for a connection).
+const READ_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long an export waits for a slot before it is refused as busy.
 const EXPORT_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -369,6 +388,7 @@ impl Store {
             purge_wanted: tokio::sync::Notify::new(),
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),
+            read_slots: tokio::sync::Semaphore::new(read_slots(pools.engine)),
             ingest_queue: ingest::IngestQueue::default(),
             ring: std::sync::RwLock::new(Arc::new(rotation::Ring::first())),
             keyring_path: std::sync::OnceLock::new(),

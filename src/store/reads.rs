@@ -1,10 +1,10 @@
 //! Reads of personal data: a person's account totals and their coarse
-//! records, each through the one door (`access.rs`), so each is logged in
-//! the same transaction before anything is returned.
+//! records, each through the one door (`access.rs`), read in a snapshot
+//! and logged before anything is returned.
 
 use sqlx::AnyConnection;
 
-use super::access::{Audited, Enrol, SubjectTx};
+use super::access::{Audited, SubjectRead};
 use super::ingest::RecordId;
 use super::points::PointsSummary;
 use super::retention::Cutoffs;
@@ -114,7 +114,7 @@ impl Store {
         access: &Access,
         subject: &(impl SubjectHandle + ?Sized),
     ) -> Result<Account, StoreError> {
-        let read = async |tx: &mut SubjectTx<'_>| {
+        let read = async |tx: &mut SubjectRead| {
             let cutoff = self.cutoffs(&tx.today()).ledger_day;
             let (tenant, s) = (tx.tenant().get(), tx.ledger_ref().as_bytes().to_vec());
             let by_kind: Vec<(String, Totals)> = sqlx::query_as::<_, TotalsRow<String>>(&totals_sql("kind", true))
@@ -157,10 +157,7 @@ impl Store {
             };
             Ok(Audited::new(account, read))
         };
-        let done = self
-            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, read)
-            .await?;
-        Ok(done.value)
+        self.read_subject(access, Permission::ReadSubjects, subject, read).await
     }
 
     /// The subject's coarse records, decrypted, newest day first.
@@ -171,7 +168,7 @@ impl Store {
         limit: u32,
         cursor: Option<(Day, RecordId)>,
     ) -> Result<RecordPage, StoreError> {
-        let read = async |tx: &mut SubjectTx<'_>| {
+        let read = async |tx: &mut SubjectRead| {
             let (tenant, cutoffs) = (tx.tenant(), self.cutoffs(&tx.today()));
             let (conn, keys) = tx.conn_and_keys();
             let page = self
@@ -185,10 +182,7 @@ impl Store {
             };
             Ok(Audited::new(page, read))
         };
-        let done = self
-            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, read)
-            .await?;
-        Ok(done.value)
+        self.read_subject(access, Permission::ReadSubjects, subject, read).await
     }
 
     /// One page of the subject's records within retention, opened, newest

@@ -2,6 +2,8 @@
 //! names the first entry that was tampered with.
 
 use carbon_ledger::audit::{Action, ReadScope};
+use carbon_ledger::domain::SubjectId;
+use carbon_ledger::store::{Access, Purpose, StoreError};
 use serde_json::json;
 use sqlx::Row;
 
@@ -119,7 +121,63 @@ async fn truncating_the_tail_is_detected(app: TestApp) {
     assert!(text.contains(&format!("audit entry {last}:")), "{text}");
 }
 
+/// Each read of one person (account, records, consents, redemptions, the
+/// console's list of accesses) leaves exactly one entry, about that person,
+/// in the order the reads ran; once the person is erased, a read finds
+/// nobody and logs nothing.
+async fn every_read_leaves_one_entry_and_none_after_an_erasure(app: TestApp) {
+    ingest_some(&app).await;
+    let actor = app.store.authenticate(&app.key).await.unwrap().unwrap();
+    let access = Access::new(actor, Purpose::Accounting);
+    let person = SubjectId::parse("u-audit".into()).unwrap();
+    let before = app.audit_entries(0, 1000).await.unwrap();
+    let subject = *before.last().unwrap().action.subject().unwrap();
+    app.store.account(&access, &person).await.unwrap();
+    app.store.records(&access, &person, 10, None).await.unwrap();
+    app.store.consents(&access, &person).await.unwrap();
+    app.store.redemptions(&access, &person, 10).await.unwrap();
+    app.store.subject_accesses(&access, &person).await.unwrap();
+    let entries = app.audit_entries(0, 1000).await.unwrap();
+    let reads: Vec<Option<ReadScope>> = entries[before.len()..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.action.subject(), Some(&subject), "{e:?}");
+            match &e.action {
+                Action::SubjectRead { scope, .. } => Some(*scope),
+                Action::RedemptionsRead { .. } => None,
+                other => panic!("not a read: {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            Some(ReadScope::Account),
+            Some(ReadScope::Records),
+            Some(ReadScope::Consents),
+            None,
+            Some(ReadScope::Accesses),
+        ]
+    );
+
+    let erased = app.store.erase_subject(&access, &person).await.unwrap().audit_seq;
+    let not_found = |r: Result<(), StoreError>| assert!(matches!(r, Err(StoreError::SubjectNotFound)), "{r:?}");
+    not_found(app.store.account(&access, &person).await.map(drop));
+    not_found(app.store.records(&access, &person, 10, None).await.map(drop));
+    not_found(app.store.consents(&access, &person).await.map(drop));
+    not_found(app.store.redemptions(&access, &person, 10).await.map(drop));
+    not_found(app.store.subject_accesses(&access, &person).await.map(drop));
+    // Only the purge of the erased rows may follow, naming nobody.
+    for e in app.audit_entries(erased, 1000).await.unwrap() {
+        assert!(
+            matches!(e.action, Action::OrphansPurged { .. }) && e.action.subject().is_none(),
+            "{e:?}"
+        );
+    }
+}
+
 on_both_engines!(
+    every_read_leaves_one_entry_and_none_after_an_erasure,
     every_write_and_read_is_logged_without_personal_data,
     tampering_with_one_row_is_named,
     truncating_the_tail_is_detected

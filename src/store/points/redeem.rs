@@ -6,7 +6,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::super::access::{Audited, Enrol, SubjectTx};
+use super::super::access::{Audited, Enrol, SubjectRead, SubjectTx};
 use super::super::{Access, Store, StoreError};
 use super::{append, balance, position, LineKind, NewLine};
 use crate::audit::Action;
@@ -450,7 +450,7 @@ impl Store {
         subject: &SubjectId,
         limit: u32,
     ) -> Result<Vec<Redemption>, StoreError> {
-        let op = async |tx: &mut SubjectTx<'_>| {
+        let op = async |tx: &mut SubjectRead| {
             let (tenant, subject_ref) = (tx.tenant(), tx.ledger_ref());
             let rows = sqlx::query_as::<_, RedemptionRow>(&format!(
                 "{SELECT_REDEMPTION} WHERE r.tenant_id = $1 AND r.subject = $2 ORDER BY p.id DESC LIMIT $3"
@@ -473,9 +473,6 @@ impl Store {
         };
         // Listing is a read of the person's account: processing for
         // accounting, like the account itself.
-        let done = self
-            .with_subject(access, Permission::ReadSubjects, subject, Enrol::KnownOnly, op)
-            .await?;
-        Ok(done.value)
+        self.read_subject(access, Permission::ReadSubjects, subject, op).await
     }
 }
