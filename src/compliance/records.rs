@@ -88,7 +88,8 @@ nobody is recorded before consenting.";
 const OTHER_DATA: &[&str] = &[
     "the platform's user id: never stored; turned on arrival into a keyed pseudonym, per platform",
     "consents in force and their history: purpose, notice version, kinds, the language the notice was shown in, the day",
-    "ledger lines: kind, variant, day, grams of CO2e and points per pseudonymous reference",
+    "ledger lines: kind, variant, day, grams of CO2e and points per pseudonymous reference, and their sums \
+     per reference, day, kind and variant for the daily caps, kept and deleted with them",
     "keyed hashes of event ids and of each event's content, against double counting",
     "the audit log: pseudonymous references, kinds of access, counts and credits; no identifier of a person",
 ];

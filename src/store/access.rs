@@ -319,6 +319,9 @@ impl Store {
             r.tx.rollback().await?;
             return Err(StoreError::SubjectNotFound);
         }
+        let snapshot_seq: i64 = sqlx::query_scalar("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *r.tx)
+            .await?;
         let mut read = Subject { w: r, tenant, keys };
         let outcome = operation(&mut read).await;
         // The snapshot ends, and its connection goes back, before the
@@ -358,6 +361,26 @@ impl Store {
         if !self.erased_among(&mut w, &[&key_id]).await?.is_empty() {
             w.rollback().await?;
             return Err(StoreError::SubjectNotFound);
+        }
+        // A change to the person committed since the snapshot (a
+        // withdrawal, say, whose deletions the snapshot does not show):
+        // the read's entry would follow it in the log and record an access
+        // to data the log says was gone. Nothing is returned; the client
+        // retries (503 with Retry-After) and reads the new state. Entries
+        // of the same kinds as this read's (other reads) change nothing.
+        let read_kinds: Vec<_> = actions.iter().map(|(_, a)| std::mem::discriminant(a)).collect();
+        let later: Vec<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT entry FROM audit_log WHERE subject_ref = $1 AND seq > $2")
+                .bind(audit_ref.as_bytes().to_vec())
+                .bind(snapshot_seq)
+                .fetch_all(w.conn())
+                .await?;
+        for entry in later.into_iter().flatten() {
+            let entry = crate::audit::AuditEntry::decode(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !read_kinds.contains(&std::mem::discriminant(&entry.action)) {
+                w.rollback().await?;
+                return Err(StoreError::Busy("changes to this person"));
+            }
         }
         for (_, action) in actions {
             w.append(Some(tenant), action);

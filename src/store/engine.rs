@@ -309,7 +309,8 @@ pub(super) async fn sqlite_pool(path: &Path, checkpoints: Checkpoints) -> Result
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                     .await?;
                 if checkpoints == Checkpoints::InBackground {
-                    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                    conn.execute("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 33554432")
+                        .await?;
                 }
                 Ok(())
             })

@@ -238,6 +238,8 @@ pub struct Store {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     /// SQLite: checkpoints the ledger's log off the write path.
     _wal: Option<wal::Checkpointer>,
+    /// Held around each checkpoint of the ledger's log (see `wal::start`).
+    checkpointing: Arc<tokio::sync::Mutex<()>>,
     /// Woken after each erasure: its rows wait for `purge_erased`.
     purge_wanted: tokio::sync::Notify,
     /// `purge_erased` runs under way.
@@ -371,9 +373,10 @@ impl Store {
         let origin = format!("carbon-ledger/{}/audit/blake3-v1", &root.fingerprint()[..16]);
         let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
+        let checkpointing = Arc::new(tokio::sync::Mutex::new(()));
         let wal = pools
             .ledger_path
-            .map(|path| wal::start(pools.ledger.clone(), path, write_lock.clone()));
+            .map(|_| wal::start(pools.ledger.clone(), write_lock.clone(), checkpointing.clone()));
         let store = Store {
             signer,
             ledger: pools.ledger,
@@ -385,6 +388,7 @@ impl Store {
             policies,
             write_lock,
             _wal: wal,
+            checkpointing,
             purge_wanted: tokio::sync::Notify::new(),
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),

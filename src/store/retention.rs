@@ -100,13 +100,16 @@ impl Store {
     ///
     /// A truncating checkpoint waits for readers and holds off writers
     /// while it waits, so it waits only briefly: with a long reader (a
-    /// streaming export) it gives up, and a later flush or SQLite's own
-    /// checkpoints move the pages. Runs after the deletion committed, so a
+    /// streaming export) it gives up, and a later flush or the background
+    /// checkpoints (`wal`) move the pages. Runs after the deletion committed, so a
     /// failure is logged, not returned.
     pub(super) async fn flush_deleted_pages(&self, pools: &[&AnyPool]) {
         if self.engine != Engine::Sqlite {
             return;
         }
+        // One checkpoint at a time: the background one would make this
+        // one fail at once.
+        let _one = self.checkpointing.lock().await;
         for pool in pools {
             let mut conn = match pool.acquire().await {
                 Ok(conn) => conn,

@@ -13,13 +13,15 @@
 //! - a passive checkpoint cannot finish while writes keep coming, and SQLite
 //!   restarts the log from its beginning only when one has: so once the log
 //!   passes `RESTART_BYTES`, the checkpoint runs once more holding the
-//!   store's write lock, which bounds the log's size (the copying is mostly
-//!   done by then, so writers wait for little).
+//!   store's write lock, so the next writer restarts the log and
+//!   `journal_size_limit` cuts the file back (the copying is mostly done by
+//!   then, so writers wait for little). A reader holding an old snapshot
+//!   (a long export) still keeps the log from restarting until it ends, as
+//!   with SQLite's own checkpoints.
 //!
 //! Durability is unchanged: a commit still syncs the log (`synchronous =
 //! FULL`) before it is acknowledged.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,21 +42,33 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Starts checkpointing the ledger database at `path` through `pool`.
-pub(super) fn start(pool: AnyPool, path: PathBuf, write_lock: Arc<tokio::sync::Mutex<()>>) -> Checkpointer {
-    let wal = PathBuf::from(format!("{}-wal", path.display()));
+/// Starts checkpointing the ledger database through `pool`.
+/// `checkpointing` is held around each checkpoint: SQLite runs one at a
+/// time and fails another at once, so the store's truncating flush after a
+/// deletion takes it too instead of giving up.
+pub(super) fn start(
+    pool: AnyPool,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    checkpointing: Arc<tokio::sync::Mutex<()>>,
+) -> Checkpointer {
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !pool.is_closed() {
             ticks.tick().await;
-            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-            let result = if size > RESTART_BYTES {
-                let _held = write_lock.lock().await;
-                checkpoint(&pool).await
-            } else {
-                checkpoint(&pool).await
-            };
+            let result = async {
+                let log_bytes = {
+                    let _one = checkpointing.lock().await;
+                    checkpoint(&pool).await?
+                };
+                if log_bytes > RESTART_BYTES {
+                    let _held = write_lock.lock().await;
+                    let _one = checkpointing.lock().await;
+                    checkpoint(&pool).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
             if let Err(e) = result {
                 // The next tick tries again; a closed pool ends the loop.
                 if !pool.is_closed() {
@@ -66,9 +80,14 @@ pub(super) fn start(pool: AnyPool, path: PathBuf, write_lock: Arc<tokio::sync::M
     Checkpointer(task.abort_handle())
 }
 
-async fn checkpoint(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await?;
-    Ok(())
+/// A passive checkpoint; returns the log's size in bytes (its frames, of
+/// the default 4 KiB page, not the file's size, which only a truncating
+/// checkpoint or `journal_size_limit` shrinks).
+async fn checkpoint(pool: &AnyPool) -> Result<u64, sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+    let frames: i64 = row.try_get(1)?;
+    Ok(u64::try_from(frames).unwrap_or(0) * 4096)
 }
 
 #[cfg(test)]
@@ -112,7 +131,11 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(rows_in_main_file(&path).await, 0, "nothing checkpointed on commit");
-        let _task = start(pool.clone(), path.clone(), Arc::new(tokio::sync::Mutex::new(())));
+        let _task = start(
+            pool.clone(),
+            Arc::new(tokio::sync::Mutex::new(())),
+            Arc::new(tokio::sync::Mutex::new(())),
+        );
         let mut seen = 0;
         for _ in 0..40 {
             tokio::time::sleep(INTERVAL).await;

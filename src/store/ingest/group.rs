@@ -11,12 +11,13 @@
 //! committed one by one, and a group of many single events pays for one
 //! set of statements, not one each.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
 use super::{IngestOutcome, Prepared};
+use crate::crypto::Pseudonym;
 use crate::store::{Store, StoreError};
 
 /// Events written in one group transaction: a group stays a bounded amount
@@ -132,8 +133,7 @@ impl Store {
     ) -> Result<Vec<Vec<IngestOutcome>>, StoreError> {
         let mut w = self.begin_write_held(held, self.today()).await?;
         let mut answers = Vec::with_capacity(group.len());
-        // Consecutive batches of one tenant are written as one.
-        for run in group.chunk_by(|a, b| a.batch.tenant == b.batch.tenant) {
+        for run in runs(group) {
             let batches: Vec<&Prepared> = run.iter().map(|job| &job.batch).collect();
             match self.write_batches(&mut w, &batches).await {
                 Ok(run_answers) => answers.extend(run_answers),
@@ -153,4 +153,36 @@ impl Store {
         })?;
         Ok(answers)
     }
+}
+
+/// The group cut into runs written as one: consecutive batches of one
+/// tenant that found the same key (or none) for each person they share.
+/// Each batch read its people's keys before it queued; a first consent or
+/// an erasure in between can make two batches see one person differently,
+/// and they are then decided apart, as they would have been one by one.
+fn runs(group: &[Job]) -> Vec<&[Job]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    // Each person's key as the run's batches found it (`None`: no key).
+    let mut keys: HashMap<&Pseudonym, Option<&[u8]>> = HashMap::new();
+    for (i, job) in group.iter().enumerate() {
+        let found: Vec<(&Pseudonym, Option<&[u8]>)> = job
+            .batch
+            .items
+            .iter()
+            .map(|(p, _, _)| (p, job.batch.stored.get(p).map(|k| k.key_id.as_slice())))
+            .collect();
+        let tenant_changes = group[start].batch.tenant != job.batch.tenant;
+        let keys_differ = found.iter().any(|(p, id)| keys.get(p).is_some_and(|seen| seen != id));
+        if i > start && (tenant_changes || keys_differ) {
+            runs.push(&group[start..i]);
+            start = i;
+            keys.clear();
+        }
+        keys.extend(found);
+    }
+    if start < group.len() {
+        runs.push(&group[start..]);
+    }
+    runs
 }
