@@ -76,8 +76,6 @@ pub(super) struct Pools {
     pub engine: Engine,
     pub ledger: AnyPool,
     pub keys: AnyPool,
-    /// SQLite: the ledger database file, whose log `wal` checkpoints.
-    pub ledger_path: Option<PathBuf>,
 }
 
 /// Connects to the ledger database and the key store, and migrates both.
@@ -106,18 +104,12 @@ pub(super) async fn connect(url: &str, key_store_url: Option<&str>) -> Result<Po
                 engine,
                 ledger: sqlite_pool(&ledger_path, Checkpoints::InBackground).await?,
                 keys: sqlite_pool(&keys_path, Checkpoints::OnCommit).await?,
-                ledger_path: Some(ledger_path),
             }
         }
         Engine::Postgres => {
             let ledger = postgres_pool(url, POSTGRES_LEDGER_POOL_SIZE, None).await?;
             let keys = postgres_pool(key_store_url.unwrap_or(url), 8, Some(KEYSTORE_SCHEMA)).await?;
-            Pools {
-                engine,
-                ledger,
-                keys,
-                ledger_path: None,
-            }
+            Pools { engine, ledger, keys }
         }
     };
     let (ledger_migrations, key_migrations) = match engine {
@@ -309,8 +301,11 @@ pub(super) async fn sqlite_pool(path: &Path, checkpoints: Checkpoints) -> Result
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                     .await?;
                 if checkpoints == Checkpoints::InBackground {
-                    conn.execute("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 33554432")
-                        .await?;
+                    let limit = super::wal::RESTART_BYTES;
+                    conn.execute(
+                        format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {limit}").as_str(),
+                    )
+                    .await?;
                 }
                 Ok(())
             })

@@ -53,6 +53,18 @@ const POINTS_TABLES: usize = 3;
 /// wait milliseconds, not the length of the purge.
 const PURGE_CHUNK_ROWS: u64 = 2_000;
 
+/// Deletes the subject's rows of `SUBJECT_DERIVED_TABLES`.
+async fn delete_derived(w: &mut WriteTx<'_>, tenant: i64, subject: &[u8]) -> Result<(), StoreError> {
+    for table in SUBJECT_DERIVED_TABLES {
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2"))
+            .bind(tenant)
+            .bind(subject.to_vec())
+            .execute(w.conn())
+            .await?;
+    }
+    Ok(())
+}
+
 fn receipt(erased_at: i64, counts: ErasureCounts, audit_seq: u64) -> Result<ErasureReceipt, StoreError> {
     Ok(ErasureReceipt {
         erased_on: Day::from_days(erased_at.div_euclid(86_400))
@@ -191,13 +203,7 @@ impl Store {
                     .bind(audit_seq as i64)
                     .execute(w.conn())
                     .await?;
-                for table in SUBJECT_DERIVED_TABLES {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2"))
-                        .bind(tenant.get())
-                        .bind(keys.ledger_ref.as_bytes().to_vec())
-                        .execute(w.conn())
-                        .await?;
-                }
+                delete_derived(&mut w, tenant.get(), keys.ledger_ref.as_bytes()).await?;
                 // The person's privacy center sessions and unopened links
                 // end with them, whoever asked for the erasure.
                 for table in ["console_sessions", "console_tokens"] {
@@ -365,13 +371,7 @@ impl Store {
             // Gone in the erasure's transaction, unless it was written
             // before these tables were (a tombstone pending across the
             // upgrade).
-            for table in SUBJECT_DERIVED_TABLES {
-                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND subject = $2"))
-                    .bind(tenant)
-                    .bind(subject.to_vec())
-                    .execute(w.conn())
-                    .await?;
-            }
+            delete_derived(&mut w, tenant, subject).await?;
             sqlx::query("UPDATE erasures SET tenant_id = NULL, pending_ref = NULL WHERE key_id = $1")
                 .bind(key_id.to_vec())
                 .execute(w.conn())

@@ -374,9 +374,8 @@ impl Store {
         let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let checkpointing = Arc::new(tokio::sync::Mutex::new(()));
-        let wal = pools
-            .ledger_path
-            .map(|_| wal::start(pools.ledger.clone(), write_lock.clone(), checkpointing.clone()));
+        let wal = (pools.engine == Engine::Sqlite)
+            .then(|| wal::start(pools.ledger.clone(), write_lock.clone(), checkpointing.clone()));
         let store = Store {
             signer,
             ledger: pools.ledger,

@@ -31,7 +31,7 @@ use sqlx::AnyPool;
 const INTERVAL: Duration = Duration::from_millis(250);
 
 /// The log size past which a checkpoint holds writers off to finish.
-const RESTART_BYTES: u64 = 32 * 1024 * 1024;
+pub(super) const RESTART_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Aborts the checkpointer when the store goes.
 pub(super) struct Checkpointer(tokio::task::AbortHandle);

@@ -195,6 +195,25 @@ async fn consent_is_per_kind_and_points_need_rewards(app: TestApp) {
         .all(|c| c["current"] == true && c["granted_at"].as_str().unwrap().contains('T')));
 }
 
+/// The daily usage rows, and the same sums computed from the ledger lines
+/// with a behaviour: (kind, credited lines, reported milligrams).
+async fn usage_and_lines(app: &TestApp) -> (Vec<(String, i64, i64)>, Vec<(String, i64, i64)>) {
+    let db = app.raw_ledger().await;
+    let usage = sqlx::query_as("SELECT kind, credited, reduction_mg FROM daily_usage ORDER BY kind, variant")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let lines = sqlx::query_as(
+        "SELECT kind, CAST(SUM(CASE WHEN reduction_mg + counted_elsewhere_mg > 0 THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(reduction_mg + counted_elsewhere_mg) AS BIGINT) FROM ledger_entries WHERE record_id IS NOT NULL \
+         GROUP BY tenant_id, subject, day, kind, variant ORDER BY kind, variant",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    (usage, lines)
+}
+
 async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
     app.post_enrolled(&batch(vec![
         event("w1", "frank", "clean_plate", json!({})),
@@ -229,6 +248,10 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
     let by_kind = account["by_kind"].as_array().unwrap();
     assert_eq!(by_kind.len(), 2, "{account}");
     assert!(by_kind.iter().all(|k| k["key"] != "transit_ride"));
+    // What the daily caps read went with the lines: it sums what is left.
+    let (usage, lines) = usage_and_lines(&app).await;
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert_eq!(usage, lines);
 
     let (status, change) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK, "{change}");
@@ -245,6 +268,7 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
     let (_, records) = app.get("/v1/subjects/frank/records").await;
     assert_eq!(records["records"], json!([]));
     assert_eq!(count(&app, "records").await, 0);
+    assert_eq!(count(&app, "daily_usage").await, 0);
 
     // Nothing new under the withdrawn purpose, not even a retry's old
     // receipt; the retry keys went with the records; the history keeps the

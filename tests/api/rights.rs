@@ -371,6 +371,12 @@ async fn erasure_shreds_first_then_purges(app: TestApp) {
                 "erased ciphertext remains in the files"
             );
         }
+        // Nor the reference her rows carried: no row about her is left,
+        // her daily usage figures included.
+        assert!(
+            !contains(&files, &olga[0].subject),
+            "her ledger reference remains in the files"
+        );
         let remaining = live_salts(&app).await;
         let erased: Vec<_> = salts.iter().filter(|s| !remaining.contains(s)).collect();
         assert_eq!(erased.len(), 1, "her salt, and only hers, left the key store");

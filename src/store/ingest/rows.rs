@@ -202,7 +202,12 @@ impl TotalsRow {
 
 /// What one account reported on one day, kind and variant, added to what
 /// is stored (see migration 0014).
-struct UsageRow;
+struct UsageRow {
+    tenant: i64,
+    key: UsageKey,
+    credited: i64,
+    reduction_mg: i64,
+}
 
 impl UsageRow {
     const TABLE: &str = "daily_usage";
@@ -218,6 +223,19 @@ impl UsageRow {
     const ADD_TO_STORED: &str = "ON CONFLICT (tenant_id, subject, day, kind, variant) DO UPDATE SET \
          credited = daily_usage.credited + excluded.credited, \
          reduction_mg = daily_usage.reduction_mg + excluded.reduction_mg";
+
+    fn values(self) -> Vec<Arg> {
+        let (subject, day, kind, variant) = self.key;
+        vec![
+            Arg::Int(self.tenant),
+            Arg::Blob(subject.as_bytes().to_vec()),
+            Arg::Int(day.into()),
+            Arg::Text(kind),
+            Arg::Text(variant),
+            Arg::Int(self.credited),
+            Arg::Int(self.reduction_mg),
+        ]
+    }
 }
 
 /// A `daily_usage` key: subject, day, kind, variant.
@@ -338,16 +356,14 @@ impl BatchRows {
         let usage = self
             .usage
             .into_iter()
-            .map(|((subject, day, kind, variant), (credited, reduction_mg))| {
-                vec![
-                    Arg::Int(tenant.get()),
-                    Arg::Blob(subject.as_bytes().to_vec()),
-                    Arg::Int(day.into()),
-                    Arg::Text(kind),
-                    Arg::Text(variant),
-                    Arg::Int(credited),
-                    Arg::Int(reduction_mg),
-                ]
+            .map(|(key, (credited, reduction_mg))| {
+                UsageRow {
+                    tenant: tenant.get(),
+                    key,
+                    credited,
+                    reduction_mg,
+                }
+                .values()
             })
             .collect();
         insert_rows(
