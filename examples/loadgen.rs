@@ -12,7 +12,10 @@
 //! - "single": single-event requests at a fixed offered rate, open-loop
 //!   (latency measured from each request's scheduled time, so queueing
 //!   behind a slow response counts);
-//! - a baseline: raw SQLite inserts of as many rows, to compare against.
+//! - a baseline: raw SQLite inserts of as many rows, to compare against;
+//! - with `--plaintext`, phase "batches" again on a fresh plaintext
+//!   benchmark ledger (`--plaintext-benchmark`: record contents stored
+//!   unsealed), and the ratio of the two rates: what sealing costs.
 //!
 //! All traffic goes to 127.0.0.1; the child server is stopped on every exit
 //! path, including errors and Ctrl-C.
@@ -73,8 +76,8 @@ struct Args {
     /// a few ms per answer, fewer than about ten cannot carry the rate.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
     single_connections: u64,
-    /// Also run with plaintext rows to print the privacy overhead (not
-    /// available yet: the server has no plaintext mode).
+    /// Also run phase "batches" on a plaintext benchmark ledger (record
+    /// contents not sealed) and print the privacy overhead as a ratio.
     #[arg(long)]
     plaintext: bool,
 }
@@ -108,30 +111,68 @@ fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<()> {
     let binary = server_binary()?;
     let dir = tempfile::tempdir()?;
-    let data_dir = dir.path().join("data");
+    println!(
+        "engine: {}",
+        if args.database.is_some() {
+            "PostgreSQL (fresh database cl_loadgen)"
+        } else {
+            "SQLite (temporary directory)"
+        }
+    );
+    let sealed = run_server(args, &binary, &dir.path().join("sealed"), Sealing::Sealed).await?;
+    if args.plaintext {
+        // The same load on a fresh ledger whose record contents are not
+        // sealed: everything else (pseudonyms, keys, consent, caps, audit)
+        // runs as in service, so the ratio is what sealing costs.
+        println!("\nplaintext benchmark ledger (record contents not sealed), same load:");
+        let plain = run_server(args, &binary, &dir.path().join("plaintext"), Sealing::Plaintext).await?;
+        println!(
+            "privacy overhead: sealed / plaintext events/s = {:.0} / {:.0} = {:.3}",
+            sealed.events_per_sec,
+            plain.events_per_sec,
+            sealed.events_per_sec / plain.events_per_sec
+        );
+    }
+
+    let events = args.batches * BATCH as u64;
+    let baseline = baseline_sqlite(dir.path(), events).await?;
+    println!("baseline: raw SQLite insert of {events} rows (~300-byte BLOB, index on (subject, day)):");
+    println!("  {baseline:.0} rows/s");
+    println!(
+        "  phase \"batches\" events/s / baseline rows/s = {:.3}",
+        sealed.events_per_sec / baseline
+    );
+    Ok(())
+}
+
+/// Whether the ledger seals record contents (as in service) or is a
+/// plaintext benchmark ledger.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    Sealed,
+    Plaintext,
+}
+
+/// One server on a fresh ledger in `dir`: phase "batches", then (sealed
+/// only) phase "single". The server is stopped before this returns, so
+/// what runs next does not share the CPU with it.
+async fn run_server(args: &Args, binary: &Path, dir: &Path, sealing: Sealing) -> Result<BatchResult> {
+    std::fs::create_dir_all(dir)?;
+    let data_dir = dir.join("data");
     // Declared before the server so it is dropped after it.
     let pg = match &args.database {
         Some(url) => Some(PgDatabase::create(url).await?),
         None => None,
     };
     let database = pg.as_ref().map(|db| db.url.clone());
-    println!(
-        "engine: {}",
-        if pg.is_some() {
-            "PostgreSQL (fresh database cl_loadgen)"
-        } else {
-            "SQLite (temporary directory)"
-        }
-    );
-    if args.plaintext {
-        println!(
-            "plaintext comparison: not available in this build (the server has no plaintext mode); \
-             running the sealed path only"
-        );
-    }
-
-    let key = add_tenant(&binary, &data_dir, database.as_deref())?;
-    let mut server = Server::start(&binary, &data_dir, database.as_deref(), &dir.path().join("server.log"))?;
+    let ledger = Ledger {
+        binary,
+        data_dir: &data_dir,
+        database: database.as_deref(),
+        plaintext: sealing == Sealing::Plaintext,
+    };
+    let key = ledger.add_tenant()?;
+    let mut server = Server::start(&ledger, &dir.join("server.log"))?;
     let base = format!("http://{}", server.addr);
     let result = async {
         server.wait_healthy().await?;
@@ -148,8 +189,10 @@ async fn run(args: &Args) -> Result<()> {
 
         let batches = phase_batches(&base, &key, args).await?;
         println!("  server memory after the phase: {}", server.memory()?);
-        phase_single(&base, &key, args).await?;
-        println!("  server memory after the phase: {}", server.memory()?);
+        if sealing == Sealing::Sealed {
+            phase_single(&base, &key, args).await?;
+            println!("  server memory after the phase: {}", server.memory()?);
+        }
         Ok::<_, Error>(batches)
     }
     .await;
@@ -160,19 +203,9 @@ async fn run(args: &Args) -> Result<()> {
             return Err(e);
         }
     };
-    // The baseline runs with the server gone, so they do not share the CPU.
     server.stop();
-
-    let events = args.batches * BATCH as u64;
-    let baseline = baseline_sqlite(dir.path(), events).await?;
-    println!("baseline: raw SQLite insert of {events} rows (~300-byte BLOB, index on (subject, day)):");
-    println!("  {baseline:.0} rows/s");
-    println!(
-        "  phase \"batches\" events/s / baseline rows/s = {:.3}",
-        result.events_per_sec / baseline
-    );
     drop(pg);
-    Ok(())
+    Ok(result)
 }
 
 /// The server binary beside this example's own (target/<profile>/examples/loadgen
@@ -194,46 +227,60 @@ fn server_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
-fn base_command(binary: &Path, data_dir: &Path, database: Option<&str>) -> Command {
-    let mut command = Command::new(binary);
-    command.arg("--data-dir").arg(data_dir);
-    if let Some(url) = database {
-        command.arg("--database").arg(url);
-    }
-    // The run's settings only: nothing from the caller's environment.
-    for var in [
-        "CARBON_LEDGER_DATA_DIR",
-        "CARBON_LEDGER_DATABASE_URL",
-        "CARBON_LEDGER_POLICIES",
-        "CARBON_LEDGER_ROOT_KEY_FILE",
-        "CARBON_LEDGER_KEY_STORE_URL",
-        "CARBON_LEDGER_LISTEN",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdin(Stdio::null());
-    command
+/// The ledger a run's commands open.
+struct Ledger<'a> {
+    binary: &'a Path,
+    data_dir: &'a Path,
+    database: Option<&'a str>,
+    plaintext: bool,
 }
 
-/// `tenant add`: the platform key is the last line of its output.
-fn add_tenant(binary: &Path, data_dir: &Path, database: Option<&str>) -> Result<String> {
-    let output = base_command(binary, data_dir, database)
-        .args(["tenant", "add", "--name", "load", "--role", "platform"])
-        .output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "tenant add failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
+impl Ledger<'_> {
+    fn command(&self) -> Command {
+        let mut command = Command::new(self.binary);
+        command.arg("--data-dir").arg(self.data_dir);
+        if let Some(url) = self.database {
+            command.arg("--database").arg(url);
+        }
+        if self.plaintext {
+            command.arg("--plaintext-benchmark");
+        }
+        // The run's settings only: nothing from the caller's environment.
+        for var in [
+            "CARBON_LEDGER_DATA_DIR",
+            "CARBON_LEDGER_DATABASE_URL",
+            "CARBON_LEDGER_POLICIES",
+            "CARBON_LEDGER_ROOT_KEY_FILE",
+            "CARBON_LEDGER_KEY_STORE_URL",
+            "CARBON_LEDGER_LISTEN",
+        ] {
+            command.env_remove(var);
+        }
+        command.stdin(Stdio::null());
+        command
     }
-    let stdout = String::from_utf8(output.stdout)?;
-    let key = stdout.lines().last().unwrap_or_default().trim().to_owned();
-    if key.is_empty() {
-        return Err("tenant add printed no key".into());
+
+    /// `tenant add`: the platform key is the last line of its output.
+    fn add_tenant(&self) -> Result<String> {
+        let output = self
+            .command()
+            .args(["tenant", "add", "--name", "load", "--role", "platform"])
+            .output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "tenant add failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let key = stdout.lines().last().unwrap_or_default().trim().to_owned();
+        if key.is_empty() {
+            return Err("tenant add printed no key".into());
+        }
+        Ok(key)
     }
-    Ok(key)
 }
 
 /// The child server; stopped when dropped, whatever the exit path.
@@ -244,12 +291,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(binary: &Path, data_dir: &Path, database: Option<&str>, log: &Path) -> Result<Self> {
+    fn start(ledger: &Ledger<'_>, log: &Path) -> Result<Self> {
         // A free port: bound and released. Another process could take it in
         // between; the health check would then fail with a clear message.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let out = File::create(log)?;
-        let child = base_command(binary, data_dir, database)
+        let child = ledger
+            .command()
             .args(["serve", "--listen", &addr.to_string()])
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -15,7 +15,7 @@ use crate::clock::SystemClock;
 use crate::crypto::RootKey;
 use crate::domain::Role;
 use crate::policy::PolicySet;
-use crate::store::Store;
+use crate::store::{RecordSealing, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +40,12 @@ pub struct Cli {
     /// [default: keys.db beside a SQLite ledger; schema keystore of a PostgreSQL ledger's database]
     #[arg(long, global = true, env = "CARBON_LEDGER_KEY_STORE_URL")]
     pub key_store: Option<String>,
+    /// For the load generator only: a ledger created with this flag stores
+    /// record contents in plaintext, to measure what sealing costs; it can
+    /// only ever be opened with the flag, and a ledger created without it
+    /// never with it. Deliberately without an environment variable.
+    #[arg(long, global = true, hide = true)]
+    pub plaintext_benchmark: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -296,13 +302,20 @@ impl Cli {
     async fn store(&self, create_key: bool) -> Result<Store, String> {
         let policies = Arc::new(self.policies()?);
         let root = self.root_key(create_key)?;
-        Store::open_with_keyring(
+        let sealing = if self.plaintext_benchmark {
+            tracing::warn!("plaintext benchmark ledger: record contents are not sealed; never use it for real data");
+            RecordSealing::PlaintextBenchmark
+        } else {
+            RecordSealing::Sealed
+        };
+        Store::open_with_sealing(
             &self.database_url(),
             self.key_store.as_deref(),
             root,
             Some(crate::crypto::keyring_path(&self.root_key_path())),
             Arc::new(SystemClock),
             policies,
+            sealing,
         )
         .await
         .map_err(|e| e.to_string())

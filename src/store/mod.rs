@@ -26,6 +26,7 @@ mod points;
 mod reads;
 mod retention;
 mod rotation;
+mod sealing;
 mod sql;
 mod tenants;
 mod today;
@@ -63,6 +64,7 @@ pub use points::{
 };
 pub use reads::{Account, RecordPage, StoredRecord, Totals};
 pub use rotation::{KeyVersion, ResealOptions, ResealReport, RESEAL_BATCH};
+pub use sealing::RecordSealing;
 pub use tenants::ApiKey;
 pub use transparency::{parse_month, ReductionReport, ReportCell, StoredCheckpoint, StoredEntry, SuppressedCells};
 
@@ -256,6 +258,8 @@ pub struct Store {
     ring: std::sync::RwLock<Arc<rotation::Ring>>,
     /// The keyring file holding root key versions 2 and up, if any.
     keyring_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// Sealed, except in a ledger made for the load generator (`sealing`).
+    sealing: RecordSealing,
 }
 
 /// Exports streaming at once: with the SQLite pool's four connections, two
@@ -367,6 +371,29 @@ impl Store {
         clock: Arc<dyn Clock>,
         policies: Arc<PolicySet>,
     ) -> Result<Self, StoreError> {
+        Self::open_with_sealing(
+            database_url,
+            key_store_url,
+            root,
+            keyring,
+            clock,
+            policies,
+            RecordSealing::Sealed,
+        )
+        .await
+    }
+
+    /// As `open_with_keyring`, for a ledger of the given sealing mode: a
+    /// ledger takes the mode of its first opening and refuses the other.
+    pub async fn open_with_sealing(
+        database_url: &str,
+        key_store_url: Option<&str>,
+        root: RootKey,
+        keyring: Option<std::path::PathBuf>,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicySet>,
+        sealing: RecordSealing,
+    ) -> Result<Self, StoreError> {
         let pools = engine::connect(database_url, key_store_url).await?;
         // The log's name: one per root key, so two deployments' checkpoints
         // can never be confused.
@@ -395,6 +422,7 @@ impl Store {
             ingest_queue: ingest::IngestQueue::default(),
             ring: std::sync::RwLock::new(Arc::new(rotation::Ring::first())),
             keyring_path: std::sync::OnceLock::new(),
+            sealing,
         };
         if let Some(path) = keyring {
             let _ = store.keyring_path.set(path);
@@ -402,6 +430,7 @@ impl Store {
         // Erasures a crash left unpurged are taken up by the first run.
         store.purge_wanted.notify_one();
         store.check_root_key().await?;
+        store.check_sealing().await?;
         store.check_key_store_pair().await?;
         store.load_ring().await?;
         Ok(store)

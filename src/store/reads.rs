@@ -10,7 +10,7 @@ use super::points::PointsSummary;
 use super::retention::Cutoffs;
 use super::{Access, Store, StoreError, SubjectHandle};
 use crate::audit::{Action, ReadScope};
-use crate::crypto::{open, RecordAad, SubjectKeys};
+use crate::crypto::{RecordAad, SubjectKeys};
 use crate::domain::{CoarseRecord, Day, Milligrams, TenantId};
 use crate::policy::Permission;
 
@@ -235,7 +235,9 @@ impl Store {
                 kind: &row.kind,
                 day,
             };
-            let plain = open(keys, &aad, &row.sealed).map_err(|_| StoreError::Integrity)?;
+            let plain = self
+                .open_record(keys, &aad, &row.sealed)
+                .map_err(|_| StoreError::Integrity)?;
             let record = CoarseRecord::decode(&plain).ok_or(StoreError::Integrity)?;
             if record.kind() != row.kind || record.day().days() != day {
                 return Err(StoreError::Integrity);

@@ -549,10 +549,20 @@ impl Store {
             kind: &row.kind,
             day,
         };
-        let Ok(plain) = open(keys, &aad(old), &row.sealed) else {
+        // Only records follow the ledger's sealing mode; redemptions are
+        // always sealed.
+        let (opened, new_aad) = (aad(old), aad(keys.key_version));
+        let plain = match table {
+            SealedTable::Records => self.open_record(keys, &opened, &row.sealed),
+            SealedTable::Redemptions => open(keys, &opened, &row.sealed),
+        };
+        let Ok(plain) = plain else {
             return Ok(false);
         };
-        let sealed = seal(keys, &aad(keys.key_version), &plain);
+        let sealed = match table {
+            SealedTable::Records => self.seal_record(keys, &new_aad, &plain),
+            SealedTable::Redemptions => seal(keys, &new_aad, &plain),
+        };
         // The old version in the condition: a row another run moved already
         // is left alone, so nothing is sealed twice.
         let moved = sqlx::query(table.update())

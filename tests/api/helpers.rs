@@ -8,7 +8,7 @@ use carbon_ledger::clock::ManualClock;
 use carbon_ledger::crypto::RootKey;
 use carbon_ledger::domain::Role;
 use carbon_ledger::policy::{DataClass, PolicySet};
-use carbon_ledger::store::{Access, Actor, Purpose, Store, StoreError};
+use carbon_ledger::store::{Access, Actor, Purpose, RecordSealing, Store, StoreError};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
@@ -151,20 +151,43 @@ impl TestApp {
     /// Starts the service on a fresh database. `None` for PostgreSQL when no
     /// server is configured.
     pub async fn spawn(backend: Backend) -> Option<Self> {
-        Self::spawn_configured(backend, PolicySet::load(None).unwrap(), LimitsConfig::default()).await
+        Self::spawn_configured(
+            backend,
+            PolicySet::load(None).unwrap(),
+            LimitsConfig::default(),
+            RecordSealing::Sealed,
+        )
+        .await
+    }
+
+    /// As `spawn`, on a plaintext benchmark ledger (record contents not
+    /// sealed), as the load generator makes to measure what sealing costs.
+    pub async fn spawn_plaintext_benchmark(backend: Backend) -> Option<Self> {
+        Self::spawn_configured(
+            backend,
+            PolicySet::load(None).unwrap(),
+            LimitsConfig::default(),
+            RecordSealing::PlaintextBenchmark,
+        )
+        .await
     }
 
     /// As `spawn`, under `policies` instead of the compiled-in ones.
     pub async fn spawn_with(backend: Backend, policies: PolicySet) -> Option<Self> {
-        Self::spawn_configured(backend, policies, LimitsConfig::default()).await
+        Self::spawn_configured(backend, policies, LimitsConfig::default(), RecordSealing::Sealed).await
     }
 
     /// Starts the service with per-tenant rate limits.
     pub async fn spawn_with_limits(backend: Backend, limits: LimitsConfig) -> Option<Self> {
-        Self::spawn_configured(backend, PolicySet::load(None).unwrap(), limits).await
+        Self::spawn_configured(backend, PolicySet::load(None).unwrap(), limits, RecordSealing::Sealed).await
     }
 
-    async fn spawn_configured(backend: Backend, policies: PolicySet, limits: LimitsConfig) -> Option<Self> {
+    async fn spawn_configured(
+        backend: Backend,
+        policies: PolicySet,
+        limits: LimitsConfig,
+        sealing: RecordSealing,
+    ) -> Option<Self> {
         init();
         let dir = tempfile::tempdir().unwrap();
         let pg = match backend {
@@ -180,7 +203,7 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let policies = Arc::new(policies);
         let store = Arc::new(
-            Store::open(&database_url, root, clock.clone(), policies)
+            Store::open_with_sealing(&database_url, None, root, None, clock.clone(), policies, sealing)
                 .await
                 .expect("open store"),
         );

@@ -10,6 +10,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use carbon_ledger::crypto::RootKey;
+use carbon_ledger::policy::PolicySet;
+use carbon_ledger::store::{RecordSealing, Store};
+
 use crate::helpers::{batch, event, Backend, TestApp};
 
 const SUBJECT: &str = "13800138000-alice";
@@ -363,9 +367,8 @@ async fn clear_columns_are_bound_to_the_ciphertext(app: TestApp) {
 /// of the ledger database holds none. The two name each other, so opening
 /// the ledger without its key store is refused.
 async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
-    use carbon_ledger::crypto::RootKey;
     use carbon_ledger::domain::{Role, SubjectId, TenantId};
-    use carbon_ledger::store::{Access, Actor, Kinds, Purpose, Store};
+    use carbon_ledger::store::{Access, Actor, Kinds, Purpose};
 
     let mut databases = Vec::new();
     let (ledger_url, keys_url) = match app.backend {
@@ -483,3 +486,61 @@ async fn redemption_text_is_sealed(app: TestApp) {
 }
 
 on_both_engines!(redemption_text_is_sealed);
+
+/// The load generator measures what sealing costs against a plaintext
+/// benchmark ledger. The mode is fixed when a ledger is first opened: a
+/// real ledger never opens as a plaintext one (no switch turns its
+/// sealing off), and a plaintext one never opens as real, so the two can
+/// never be mixed. The bytes show which is which: only the plaintext
+/// ledger holds a record's encoding.
+async fn a_ledger_keeps_the_sealing_it_was_created_with(app: TestApp) {
+    let ride = || event("p-1", "alice", "cycling", json!({"distance_m": 5000}));
+    let encoding = b"\"quantity\":".to_vec();
+    let needles = [encoding.clone(), hex::encode(&encoding).into_bytes()];
+
+    // A real ledger: the record is sealed, and the benchmark mode refused.
+    let (status, _) = app.post_enrolled(&ride()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let dump = app.stored_bytes().await;
+    assert!(
+        needles.iter().all(|n| !contains(&dump, n)),
+        "a sealed ledger holds a record's encoding"
+    );
+    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
+    let policies = Arc::new(PolicySet::load(None).unwrap());
+    let refused = Store::open_with_sealing(
+        &app.database_url,
+        None,
+        root,
+        None,
+        app.clock.clone(),
+        policies.clone(),
+        RecordSealing::PlaintextBenchmark,
+    )
+    .await;
+    let message = refused.expect_err("a sealed ledger opened as plaintext").to_string();
+    assert!(message.contains("created with record sealing `sealed`"), "{message}");
+
+    // A plaintext benchmark ledger: the same path works and reads back, the
+    // record's encoding is in the database, and a real opening is refused.
+    let plain = TestApp::spawn_plaintext_benchmark(app.backend).await.unwrap();
+    let (status, receipt) = plain.post_enrolled(&ride()).await;
+    assert_eq!(status, StatusCode::CREATED, "{receipt}");
+    let (status, records) = plain.get("/v1/subjects/alice/records").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(records["records"][0]["kind"], "cycling", "{records}");
+    let dump = plain.stored_bytes().await;
+    assert!(
+        needles.iter().any(|n| contains(&dump, n)),
+        "the benchmark ledger seals records"
+    );
+    let (root, _) = RootKey::load_or_create(&plain.root_key_file).unwrap();
+    let refused = Store::open(&plain.database_url, root, plain.clock.clone(), policies).await;
+    let message = refused.expect_err("a plaintext ledger opened as sealed").to_string();
+    assert!(
+        message.contains("created with record sealing `plaintext-benchmark`"),
+        "{message}"
+    );
+}
+
+on_both_engines!(a_ledger_keeps_the_sealing_it_was_created_with);

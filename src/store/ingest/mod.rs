@@ -23,7 +23,7 @@ use super::points::{credit_earnings, Credit};
 use super::sql::{select_in, Arg};
 use super::{Access, Store, StoreError, WriteTx};
 use crate::audit::Action;
-use crate::crypto::{random_bytes, seal, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef};
+use crate::crypto::{random_bytes, EventKey, Pseudonym, RecordAad, SubjectKeys, SubjectRef};
 use crate::domain::{CoarseRecord, Day, EventId, Milligrams, SubjectId, TenantId};
 use crate::policy::{Permission, Purpose};
 
@@ -260,7 +260,7 @@ impl Store {
                 kind: record.kind(),
                 day: record.day().days(),
             };
-            let sealed = seal(keys, &aad, &record.encode());
+            let sealed = self.seal_record(keys, &aad, &record.encode());
             // What the record earns: its assessment less what a linked
             // account claimed already. The record's entry holds the earned
             // figures, so the log's totals stay each account's totals.
