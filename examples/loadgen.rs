@@ -80,6 +80,10 @@ struct Args {
     /// contents not sealed) and print the privacy overhead as a ratio.
     #[arg(long)]
     plaintext: bool,
+    /// With --plaintext: alternate this many sealed and plaintext runs and
+    /// print the median ratio.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
 }
 
 fn main() -> ExitCode {
@@ -119,18 +123,40 @@ async fn run(args: &Args) -> Result<()> {
             "SQLite (temporary directory)"
         }
     );
-    let sealed = run_server(args, &binary, &dir.path().join("sealed"), Sealing::Sealed).await?;
+    let sealed = run_server(args, &binary, &dir.path().join("sealed"), Sealing::Sealed, true).await?;
     if args.plaintext {
         // The same load on a fresh ledger whose record contents are not
         // sealed: everything else (pseudonyms, keys, consent, caps, audit)
-        // runs as in service, so the ratio is what sealing costs.
-        println!("\nplaintext benchmark ledger (record contents not sealed), same load:");
-        let plain = run_server(args, &binary, &dir.path().join("plaintext"), Sealing::Plaintext).await?;
+        // runs as in service, so the ratio is what sealing costs. Runs
+        // move by more than that cost on a shared machine: with `--rounds`
+        // sealed and plaintext runs alternate and the median ratio counts.
+        let mut ratios = Vec::new();
+        for round in 1..=args.rounds {
+            let this_sealed = if round == 1 {
+                sealed.events_per_sec
+            } else {
+                println!("\nround {round}: sealed ledger, same load:");
+                let dir = dir.path().join(format!("sealed-{round}"));
+                run_server(args, &binary, &dir, Sealing::Sealed, false)
+                    .await?
+                    .events_per_sec
+            };
+            println!("\nround {round}: plaintext benchmark ledger (record contents not sealed), same load:");
+            let dir = dir.path().join(format!("plaintext-{round}"));
+            let plain = run_server(args, &binary, &dir, Sealing::Plaintext, false)
+                .await?
+                .events_per_sec;
+            let ratio = this_sealed / plain;
+            println!("round {round}: sealed / plaintext events/s = {this_sealed:.0} / {plain:.0} = {ratio:.3}");
+            ratios.push(ratio);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
         println!(
-            "privacy overhead: sealed / plaintext events/s = {:.0} / {:.0} = {:.3}",
-            sealed.events_per_sec,
-            plain.events_per_sec,
-            sealed.events_per_sec / plain.events_per_sec
+            "privacy overhead: sealed / plaintext events/s, median of {} round(s) = {:.3} (all: {})",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+            shown.join(", ")
         );
     }
 
@@ -153,10 +179,10 @@ enum Sealing {
     Plaintext,
 }
 
-/// One server on a fresh ledger in `dir`: phase "batches", then (sealed
-/// only) phase "single". The server is stopped before this returns, so
+/// One server on a fresh ledger in `dir`: phase "batches", then (if
+/// `single`) phase "single". The server is stopped before this returns, so
 /// what runs next does not share the CPU with it.
-async fn run_server(args: &Args, binary: &Path, dir: &Path, sealing: Sealing) -> Result<BatchResult> {
+async fn run_server(args: &Args, binary: &Path, dir: &Path, sealing: Sealing, single: bool) -> Result<BatchResult> {
     std::fs::create_dir_all(dir)?;
     let data_dir = dir.join("data");
     // Declared before the server so it is dropped after it.
@@ -189,7 +215,7 @@ async fn run_server(args: &Args, binary: &Path, dir: &Path, sealing: Sealing) ->
 
         let batches = phase_batches(&base, &key, args).await?;
         println!("  server memory after the phase: {}", server.memory()?);
-        if sealing == Sealing::Sealed {
+        if single {
             phase_single(&base, &key, args).await?;
             println!("  server memory after the phase: {}", server.memory()?);
         }

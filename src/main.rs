@@ -21,17 +21,18 @@ fn main() -> ExitCode {
     runtime.block_on(carbon_ledger::cli::run(cli))
 }
 
-/// glibc gives each thread that allocates its own arena, up to eight per
-/// core, and memory freed in one arena is not reused by another: with the
-/// runtime's workers and a SQLite worker thread per connection, batches of
-/// 1,000 events left the server at 101.7 MB after 200,000 events, and 82.9
-/// MB with two arenas, at the same rate (docs/performance.md).
+/// glibc gives each thread that allocates an arena of its own, up to eight
+/// per core, and memory freed in one arena is not reused by another: with
+/// the runtime's workers and a SQLite worker thread per connection, the
+/// server's peak under 60 batches of 1,000 events was 80-86 MB with the
+/// default, 71-73 MB with four arenas at the same rate within noise, and
+/// 60-62 MB with two but about 15% fewer events/s (docs/performance.md).
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in `main`, before any thread exists;
     // `mallopt` only sets a parameter of the allocator. Its result (0 when
     // the value is refused) leaves the default in place, which is safe.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

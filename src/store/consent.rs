@@ -382,10 +382,12 @@ impl Store {
         let delete_usage = format!("DELETE FROM daily_usage WHERE tenant_id = {t} AND subject = {s}{filter}");
         bound(&delete_usage, tenant, &subject, kept).execute(tx.conn()).await?;
         // The retry keys of those records go with them: they carry each
-        // event's figures.
+        // event's figures. Found through the person's own keys (their
+        // index), not by scanning every key for the record ids.
         let delete_keys = format!(
-            "DELETE FROM idempotency_keys WHERE record_id IN \
-             (SELECT record_id FROM records WHERE tenant_id = {t} AND subject = {s}{filter})"
+            "DELETE FROM idempotency_keys WHERE tenant_id = {t} AND subject = {s} AND record_id IN \
+             (SELECT record_id FROM records WHERE records.tenant_id = idempotency_keys.tenant_id \
+             AND records.subject = idempotency_keys.subject{filter})"
         );
         bound(&delete_keys, tenant, &subject, kept).execute(tx.conn()).await?;
         let delete_records = format!("DELETE FROM records WHERE tenant_id = {t} AND subject = {s}{filter}");

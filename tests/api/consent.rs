@@ -252,6 +252,8 @@ async fn withdrawal_deletes_at_once_and_points_stay(app: TestApp) {
     let (usage, lines) = usage_and_lines(&app).await;
     assert_eq!(usage.len(), 2, "{usage:?}");
     assert_eq!(usage, lines);
+    // So did the deleted record's retry key, and only it.
+    assert_eq!(count(&app, "idempotency_keys").await, 2);
 
     let (status, change) = app.send(app.client.delete(&url).bearer_auth(&app.key)).await;
     assert_eq!(status, StatusCode::OK, "{change}");
