@@ -26,7 +26,8 @@ fn main() -> ExitCode {
 /// the runtime's workers and a SQLite worker thread per connection, the
 /// server's peak under 60 batches of 1,000 events was 80-86 MB with the
 /// default, 71-73 MB with four arenas at the same rate within noise, and
-/// 60-62 MB with two but about 15% fewer events/s (docs/performance.md).
+/// 60-62 MB with two but about 15% fewer events/s; after 200 batches,
+/// 101.7 MB with the default and 88.0 MB with four (docs/performance.md).
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in `main`, before any thread exists;
