@@ -303,7 +303,6 @@ impl Cli {
         let policies = Arc::new(self.policies()?);
         let root = self.root_key(create_key)?;
         let sealing = if self.plaintext_benchmark {
-            tracing::warn!("plaintext benchmark ledger: record contents are not sealed; never use it for real data");
             RecordSealing::PlaintextBenchmark
         } else {
             RecordSealing::Sealed

@@ -4,7 +4,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    cap_malloc_arenas();
+    // An operator's own setting wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        cap_malloc_arenas();
+    }
     let cli = carbon_ledger::cli::Cli::parse();
     // Logs go to stderr; stdout carries command output (e.g. a new API key).
     tracing_subscriber::fmt()

@@ -385,9 +385,8 @@ impl Store {
         // event's figures. Found through the person's own keys (their
         // index), not by scanning every key for the record ids.
         let delete_keys = format!(
-            "DELETE FROM idempotency_keys WHERE tenant_id = {t} AND subject = {s} AND record_id IN \
-             (SELECT record_id FROM records WHERE records.tenant_id = idempotency_keys.tenant_id \
-             AND records.subject = idempotency_keys.subject{filter})"
+            "DELETE FROM idempotency_keys WHERE tenant_id = {t} AND subject = {s} AND EXISTS \
+             (SELECT 1 FROM records WHERE records.record_id = idempotency_keys.record_id{filter})"
         );
         bound(&delete_keys, tenant, &subject, kept).execute(tx.conn()).await?;
         let delete_records = format!("DELETE FROM records WHERE tenant_id = {t} AND subject = {s}{filter}");

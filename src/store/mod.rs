@@ -430,8 +430,8 @@ impl Store {
         // Erasures a crash left unpurged are taken up by the first run.
         store.purge_wanted.notify_one();
         store.check_root_key().await?;
-        store.check_sealing().await?;
         store.check_key_store_pair().await?;
+        store.check_sealing().await?;
         store.load_ring().await?;
         Ok(store)
     }

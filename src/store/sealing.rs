@@ -56,14 +56,14 @@ impl Store {
     }
 
     /// Fixes the ledger's mode on first use and refuses to open it in the
-    /// other. A ledger from before modes were recorded holds sealed
-    /// records, so it is recorded as sealed; only an empty ledger can be
-    /// made a plaintext one.
+    /// other. A ledger from before modes were recorded is recorded as
+    /// sealed: only a ledger never used (no tenant, no audit entry, nothing
+    /// about anyone) can be made a plaintext one.
     pub(super) async fn check_sealing(&self) -> Result<(), StoreError> {
         let wanted = self.sealing.stored_name();
         let stored = self.stored_sealing().await?;
         if stored.is_none() {
-            let first = if self.sealing == RecordSealing::PlaintextBenchmark && !self.ledger_is_empty().await? {
+            let first = if self.sealing == RecordSealing::PlaintextBenchmark && !self.never_used().await? {
                 RecordSealing::Sealed.stored_name()
             } else {
                 wanted
@@ -78,6 +78,9 @@ impl Store {
             .stored_sealing()
             .await?
             .ok_or_else(|| StoreError::Config("the ledger's record sealing mode was not stored".into()))?;
+        if self.sealing == RecordSealing::PlaintextBenchmark && stored == wanted {
+            tracing::warn!("plaintext benchmark ledger: record contents are not sealed; never use it for real data");
+        }
         if stored != wanted {
             return Err(StoreError::Config(format!(
                 "this ledger was created with record sealing `{stored}` and cannot be opened with `{wanted}`: \
@@ -86,6 +89,19 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the ledger has never been used: no tenant was ever added
+    /// (every real ledger has one) and nothing was logged or recorded.
+    async fn never_used(&self) -> Result<bool, StoreError> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tenants UNION ALL SELECT 1 FROM audit_log UNION ALL SELECT 1 FROM records \
+             UNION ALL SELECT 1 FROM ledger_entries UNION ALL SELECT 1 FROM consents \
+             UNION ALL SELECT 1 FROM erasures LIMIT 1",
+        )
+        .fetch_optional(&self.ledger)
+        .await?;
+        Ok(held.is_none())
     }
 
     async fn stored_sealing(&self) -> Result<Option<String>, StoreError> {

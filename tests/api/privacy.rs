@@ -498,6 +498,37 @@ async fn a_ledger_keeps_the_sealing_it_was_created_with(app: TestApp) {
     let encoding = b"\"quantity\":".to_vec();
     let needles = [encoding.clone(), hex::encode(&encoding).into_bytes()];
 
+    let policies = Arc::new(PolicySet::load(None).unwrap());
+    let open_as_plaintext = || async {
+        let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
+        let refused = Store::open_with_sealing(
+            &app.database_url,
+            None,
+            root,
+            None,
+            app.clock.clone(),
+            policies.clone(),
+            RecordSealing::PlaintextBenchmark,
+        )
+        .await;
+        let message = refused.expect_err("a sealed ledger opened as plaintext").to_string();
+        assert!(message.contains("created with record sealing `sealed`"), "{message}");
+    };
+
+    // A ledger from before modes were recorded, in use but with nothing
+    // recorded yet (a tenant, the policy load logged): not made plaintext.
+    let db = app.raw_ledger().await;
+    sqlx::query("DELETE FROM meta WHERE name = 'record_sealing'")
+        .execute(&db)
+        .await
+        .unwrap();
+    open_as_plaintext().await;
+    let mode: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'record_sealing'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(mode, "sealed");
+
     // A real ledger: the record is sealed, and the benchmark mode refused.
     let (status, _) = app.post_enrolled(&ride()).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -506,20 +537,7 @@ async fn a_ledger_keeps_the_sealing_it_was_created_with(app: TestApp) {
         needles.iter().all(|n| !contains(&dump, n)),
         "a sealed ledger holds a record's encoding"
     );
-    let (root, _) = RootKey::load_or_create(&app.root_key_file).unwrap();
-    let policies = Arc::new(PolicySet::load(None).unwrap());
-    let refused = Store::open_with_sealing(
-        &app.database_url,
-        None,
-        root,
-        None,
-        app.clock.clone(),
-        policies.clone(),
-        RecordSealing::PlaintextBenchmark,
-    )
-    .await;
-    let message = refused.expect_err("a sealed ledger opened as plaintext").to_string();
-    assert!(message.contains("created with record sealing `sealed`"), "{message}");
+    open_as_plaintext().await;
 
     // A plaintext benchmark ledger: the same path works and reads back, the
     // record's encoding is in the database, and a real opening is refused.
