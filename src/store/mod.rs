@@ -258,7 +258,8 @@ pub struct Store {
     ring: std::sync::RwLock<Arc<rotation::Ring>>,
     /// The keyring file holding root key versions 2 and up, if any.
     keyring_path: std::sync::OnceLock<std::path::PathBuf>,
-    /// Sealed, except in a ledger made for the load generator (`sealing`).
+    /// Sealed, except in a ledger made for the load generator (`sealing`):
+    /// record contents go through its `seal` and `open`.
     sealing: RecordSealing,
 }
 

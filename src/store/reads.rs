@@ -236,7 +236,8 @@ impl Store {
                 day,
             };
             let plain = self
-                .open_record(keys, &aad, &row.sealed)
+                .sealing
+                .open(keys, &aad, &row.sealed)
                 .map_err(|_| StoreError::Integrity)?;
             let record = CoarseRecord::decode(&plain).ok_or(StoreError::Integrity)?;
             if record.kind() != row.kind || record.day().days() != day {

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, Row};
 
 use super::sql::{select_in, Arg};
-use super::{Store, StoreError, WriteTx};
+use super::{RecordSealing, Store, StoreError, WriteTx};
 use crate::audit::Action;
-use crate::crypto::{open, seal, Keyring, RecordAad, RootKey, SubjectKeys, SubjectRef, SubjectSalt};
+use crate::crypto::{Keyring, RecordAad, RootKey, SubjectKeys, SubjectRef, SubjectSalt};
 
 /// Records opened and sealed again per transaction: a batch holds the
 /// write lock for milliseconds.
@@ -551,18 +551,14 @@ impl Store {
         };
         // Only records follow the ledger's sealing mode; redemptions are
         // always sealed.
-        let (opened, new_aad) = (aad(old), aad(keys.key_version));
-        let plain = match table {
-            SealedTable::Records => self.open_record(keys, &opened, &row.sealed),
-            SealedTable::Redemptions => open(keys, &opened, &row.sealed),
+        let sealing = match table {
+            SealedTable::Records => self.sealing,
+            SealedTable::Redemptions => RecordSealing::Sealed,
         };
-        let Ok(plain) = plain else {
+        let Ok(plain) = sealing.open(keys, &aad(old), &row.sealed) else {
             return Ok(false);
         };
-        let sealed = match table {
-            SealedTable::Records => self.seal_record(keys, &new_aad, &plain),
-            SealedTable::Redemptions => seal(keys, &new_aad, &plain),
-        };
+        let sealed = sealing.seal(keys, &aad(keys.key_version), &plain);
         // The old version in the condition: a row another run moved already
         // is left alone, so nothing is sealed twice.
         let moved = sqlx::query(table.update())

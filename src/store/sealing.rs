@@ -31,30 +31,30 @@ impl RecordSealing {
             Self::PlaintextBenchmark => "plaintext-benchmark",
         }
     }
-}
 
-impl Store {
-    /// A record's content as it is stored.
-    pub(super) fn seal_record(&self, keys: &SubjectKeys, aad: &RecordAad<'_>, content: &[u8]) -> Vec<u8> {
-        match self.sealing {
-            RecordSealing::Sealed => seal(keys, aad, content),
-            RecordSealing::PlaintextBenchmark => content.to_vec(),
+    /// Content as it is stored in this mode.
+    pub(super) fn seal(self, keys: &SubjectKeys, aad: &RecordAad<'_>, content: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Sealed => seal(keys, aad, content),
+            Self::PlaintextBenchmark => content.to_vec(),
         }
     }
 
-    /// A stored record's content; fails as `crypto::open` does.
-    pub(super) fn open_record(
-        &self,
+    /// Stored content read back; fails as `crypto::open` does.
+    pub(super) fn open(
+        self,
         keys: &SubjectKeys,
         aad: &RecordAad<'_>,
         stored: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        match self.sealing {
-            RecordSealing::Sealed => open(keys, aad, stored),
-            RecordSealing::PlaintextBenchmark => Ok(Zeroizing::new(stored.to_vec())),
+        match self {
+            Self::Sealed => open(keys, aad, stored),
+            Self::PlaintextBenchmark => Ok(Zeroizing::new(stored.to_vec())),
         }
     }
+}
 
+impl Store {
     /// Fixes the ledger's mode on first use and refuses to open it in the
     /// other. A ledger from before modes were recorded is recorded as
     /// sealed: only a ledger never used (no tenant, no audit entry, nothing

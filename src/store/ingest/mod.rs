@@ -260,7 +260,7 @@ impl Store {
                 kind: record.kind(),
                 day: record.day().days(),
             };
-            let sealed = self.seal_record(keys, &aad, &record.encode());
+            let sealed = self.sealing.seal(keys, &aad, &record.encode());
             // What the record earns: its assessment less what a linked
             // account claimed already. The record's entry holds the earned
             // figures, so the log's totals stay each account's totals.
