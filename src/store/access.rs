@@ -420,58 +420,25 @@ mod tests {
     use crate::crypto::RootKey;
     use crate::domain::{Role, SubjectId};
     use crate::policy::PolicySet;
+    use crate::store::scratch::ScratchDatabase;
     use crate::store::{Actor, Kinds, Purpose};
 
     /// A guard against a test that would otherwise hang: never reached
     /// when the door works, so no timing is asserted.
     const HANG: Duration = Duration::from_secs(60);
 
-    /// Names the PostgreSQL server the tests may create databases on.
-    const POSTGRES_ENV: &str = "CARBON_LEDGER_TEST_POSTGRES_URL";
-
     /// A store on a fresh database, with one tenant and one person in it.
     struct Fixture {
         store: Store,
         access: Access,
         person: SubjectId,
-        _dir: tempfile::TempDir,
-        pg: Option<(String, String)>,
+        database: ScratchDatabase,
     }
 
     impl Fixture {
         async fn new(postgres: bool) -> Option<Self> {
-            sqlx::any::install_default_drivers();
-            let dir = tempfile::tempdir().unwrap();
-            let (url, pg) = if postgres {
-                let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
-                    // As in the integration tests: skipped on a developer's
-                    // machine, a failure under CI.
-                    assert!(
-                        std::env::var_os("CI").is_none_or(|ci| ci.is_empty()),
-                        "{POSTGRES_ENV} is not set, and CI is"
-                    );
-                    eprintln!("skipped: {POSTGRES_ENV} is not set");
-                    return None;
-                };
-                let name = format!("cl_unit_{}", hex::encode(crate::crypto::random_bytes::<6>()));
-                let admin = sqlx::AnyPool::connect(&admin_url).await.unwrap();
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                admin.close().await;
-                let (base, query) = admin_url
-                    .split_once('?')
-                    .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-                let server = &base[..base.rfind('/').unwrap()];
-                let url = match query {
-                    Some(q) => format!("{server}/{name}?{q}"),
-                    None => format!("{server}/{name}"),
-                };
-                (url, Some((admin_url.clone(), name)))
-            } else {
-                (format!("sqlite://{}", dir.path().join("ledger.db").display()), None)
-            };
+            let database = ScratchDatabase::new(postgres).await?;
+            let url = database.url.clone();
             let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
             let policies = Arc::new(PolicySet::load(None).unwrap());
             let store = Store::open(&url, RootKey::generate(), clock, policies).await.unwrap();
@@ -491,8 +458,7 @@ mod tests {
                 store,
                 access,
                 person,
-                _dir: dir,
-                pg,
+                database,
             })
         }
 
@@ -508,14 +474,7 @@ mod tests {
 
         async fn close(self) {
             self.store.close().await;
-            if let Some((admin_url, name)) = &self.pg {
-                let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                admin.close().await;
-            }
+            self.database.remove().await;
         }
     }
 

@@ -383,12 +383,27 @@ impl Store {
         bound(&delete_usage, tenant, &subject, kept).execute(tx.conn()).await?;
         // The retry keys of those records go with them: they carry each
         // event's figures. Found through the person's own keys (their
-        // index), not by scanning every key for the record ids.
+        // index), matched against the person's records read once (an
+        // uncorrelated subquery: record ids have no index of their own).
+        // SQLite's placeholders are positional: the person's two columns
+        // are bound twice, the kinds after them.
+        let mut p = Params::new(self.engine);
+        let (keys_t, keys_s, records_t, records_s) = (p.one(), p.one(), p.one(), p.one());
+        let records_filter = if kept.is_empty() {
+            String::new()
+        } else {
+            format!(" AND kind NOT IN ({})", p.list(kept.len()))
+        };
         let delete_keys = format!(
-            "DELETE FROM idempotency_keys WHERE tenant_id = {t} AND subject = {s} AND EXISTS \
-             (SELECT 1 FROM records WHERE records.record_id = idempotency_keys.record_id{filter})"
+            "DELETE FROM idempotency_keys WHERE tenant_id = {keys_t} AND subject = {keys_s} AND record_id IN \
+             (SELECT record_id FROM records WHERE tenant_id = {records_t} AND subject = {records_s}{records_filter})"
         );
-        bound(&delete_keys, tenant, &subject, kept).execute(tx.conn()).await?;
+        let mut delete = sqlx::query(&delete_keys)
+            .persistent(false)
+            .bind(tenant.get())
+            .bind(subject.as_bytes().to_vec());
+        delete = bound_person(delete, tenant, &subject, kept);
+        delete.execute(tx.conn()).await?;
         let delete_records = format!("DELETE FROM records WHERE tenant_id = {t} AND subject = {s}{filter}");
         let records = bound(&delete_records, tenant, &subject, kept)
             .execute(tx.conn())
@@ -480,10 +495,17 @@ fn bound<'q>(
     subject: &SubjectRef,
     kept: &BTreeSet<String>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql)
-        .persistent(false)
-        .bind(tenant.get())
-        .bind(subject.as_bytes().to_vec());
+    bound_person(sqlx::query(sql).persistent(false), tenant, subject, kept)
+}
+
+/// `q` with the person's tenant and subject bound next, then the kinds kept.
+fn bound_person<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    tenant: TenantId,
+    subject: &SubjectRef,
+    kept: &BTreeSet<String>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q = q.bind(tenant.get()).bind(subject.as_bytes().to_vec());
     for k in kept {
         q = q.bind(k.clone());
     }

@@ -357,4 +357,139 @@ mod tests {
         assert!(sqlite_path("sqlite::memory:").is_err());
         assert!(Engine::of_url("mysql://x").is_err());
     }
+
+    /// Migration 15 keys records by a sequence number instead of their
+    /// random id. On a ledger written before it, every record keeps its id
+    /// and ciphertext, every ledger line finds its own record by the new
+    /// key, a line without a record keeps none, the random-keyed index is
+    /// gone, and the guard against retired key versions is back on the
+    /// rebuilt table.
+    async fn records_keep_their_lines_across_the_sequence_migration(postgres: bool) {
+        use crate::store::scratch::ScratchDatabase;
+
+        let Some(database) = ScratchDatabase::new(postgres).await else {
+            return;
+        };
+        let (url, all) = match postgres {
+            true => (database.url.clone(), &POSTGRES_LEDGER),
+            false => (format!("{}?mode=rwc", database.url), &SQLITE_LEDGER),
+        };
+        let pool = AnyPool::connect(&url).await.unwrap();
+        let before = Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations.iter().filter(|m| m.version < 15).cloned().collect()),
+            ..Migrator::DEFAULT
+        };
+        before.run(&pool).await.unwrap();
+
+        sqlx::query("INSERT INTO tenants (name, role, key_hash, created_at) VALUES ('t', 'platform', $1, 0)")
+            .bind(vec![1u8; 32])
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Ids not in the order written, so the new key cannot be the id's.
+        let ids: [[u8; 16]; 3] = [[9; 16], [1; 16], [5; 16]];
+        for (i, id) in ids.iter().enumerate() {
+            let i = i64::try_from(i).unwrap();
+            sqlx::query(
+                "INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) \
+                 VALUES ($1, 1, $2, 'walking', 100, 1, $3, $4)",
+            )
+            .bind(id.to_vec())
+            .bind(vec![7u8; 32])
+            .bind(vec![u8::try_from(i).unwrap(); 40])
+            .bind(10 * i)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for id in [
+            Some(ids[2].to_vec()),
+            None,
+            Some(ids[0].to_vec()),
+            Some(ids[1].to_vec()),
+        ] {
+            sqlx::query(
+                "INSERT INTO ledger_entries (tenant_id, subject, record_id, kind, variant, day, month, reduction_mg, \
+                 points, methodology_version, capped, created_at) VALUES (1, $1, $2, 'walking', '', 100, 1, 5, 1, 'v', 0, 0)",
+            )
+            .bind(vec![7u8; 32])
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+
+        all.run(&pool).await.unwrap();
+
+        let joined = sqlx::query(
+            "SELECT l.record_id, r.record_id, r.sealed, r.seq FROM ledger_entries l \
+             LEFT JOIN records r ON r.seq = l.record_seq ORDER BY l.id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut seqs = Vec::new();
+        for (row, expected) in joined.iter().zip([Some(2usize), None, Some(0), Some(1)]) {
+            let line: Option<Vec<u8>> = row.get(0);
+            let record: Option<Vec<u8>> = row.get(1);
+            let sealed: Option<Vec<u8>> = row.get(2);
+            assert_eq!(line, expected.map(|i| ids[i].to_vec()));
+            assert_eq!(record, line, "a line finds its own record, and a line without one none");
+            assert_eq!(sealed, expected.map(|i| vec![u8::try_from(i).unwrap(); 40]));
+            seqs.extend(row.get::<Option<i64>, _>(3));
+        }
+        assert_eq!(joined.len(), 4);
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3], "numbered from 1 in the order written");
+
+        let index_named = match postgres {
+            true => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = $1",
+            false => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
+        };
+        for (index, present) in [
+            ("ledger_by_record", 0),
+            ("ledger_by_record_seq", 1),
+            ("records_by_subject", 1),
+        ] {
+            let n: i64 = sqlx::query_scalar(index_named)
+                .bind(index)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(n, present, "{index}");
+        }
+
+        let insert = |key_version: i64| {
+            sqlx::query(
+                "INSERT INTO records (seq, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) \
+                 VALUES (10, $1, 1, $2, 'walking', 100, $3, $4, 0)",
+            )
+            .bind(vec![3u8; 16])
+            .bind(vec![7u8; 32])
+            .bind(key_version)
+            .bind(vec![3u8; 40])
+        };
+        let refused = insert(2).execute(&pool).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("retired or unknown root key version"),
+            "{refused}"
+        );
+        insert(1).execute(&pool).await.unwrap();
+        let taken = insert(1).execute(&pool).await;
+        assert!(taken.is_err(), "a sequence number is a record's key");
+
+        pool.close().await;
+        database.remove().await;
+    }
+
+    mod records_keep_their_lines_across_the_sequence_migration {
+        #[tokio::test]
+        async fn sqlite() {
+            super::records_keep_their_lines_across_the_sequence_migration(false).await
+        }
+        #[tokio::test]
+        async fn postgres() {
+            super::records_keep_their_lines_across_the_sequence_migration(true).await
+        }
+    }
 }

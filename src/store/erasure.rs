@@ -28,7 +28,7 @@ enum KeyType {
 /// each with the column that tells one subject's rows apart, for purging in
 /// bounded chunks.
 const SUBJECT_TABLE_KEYS: [(&str, &str, KeyType); 8] = [
-    ("records", "record_id", KeyType::Blob),
+    ("records", "seq", KeyType::Int),
     ("ledger_entries", "id", KeyType::Int),
     ("idempotency_keys", "event_key", KeyType::Blob),
     ("consents", "purpose", KeyType::Text),

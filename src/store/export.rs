@@ -382,7 +382,7 @@ impl Store {
         .await?;
         // What `record_page` will hand out, counted the same way.
         let records: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+            "SELECT COUNT(*) FROM records r JOIN ledger_entries l ON l.record_seq = r.seq \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND r.day >= $3",
         )
         .bind(t)
@@ -393,7 +393,7 @@ impl Store {
 
         // The rules each figure was computed under, as stored when first used.
         let versions: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT l.methodology_version FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+            "SELECT DISTINCT l.methodology_version FROM records r JOIN ledger_entries l ON l.record_seq = r.seq \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND r.day >= $3",
         )
         .bind(t)

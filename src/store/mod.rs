@@ -26,6 +26,8 @@ mod points;
 mod reads;
 mod retention;
 mod rotation;
+#[cfg(test)]
+mod scratch;
 mod sealing;
 mod sql;
 mod tenants;

@@ -203,7 +203,7 @@ impl Store {
         let rows = sqlx::query_as::<_, SealedRow>(
             "SELECT r.record_id, r.key_version, r.sealed, r.kind, r.day, l.reduction_mg, l.points, \
              l.methodology_version, l.capped \
-             FROM records r JOIN ledger_entries l ON l.record_id = r.record_id \
+             FROM records r JOIN ledger_entries l ON l.record_seq = r.seq \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day, r.record_id) < ($3, $4) \
              AND r.day >= $5 ORDER BY r.day DESC, r.record_id DESC LIMIT $6",
         )

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, FromRow, Row};
 
 use super::sql::{select_in, Arg};
 use super::{RecordSealing, Store, StoreError, WriteTx};
@@ -123,27 +123,48 @@ enum SealedTable {
 impl SealedTable {
     const ALL: [SealedTable; 2] = [SealedTable::Records, SealedTable::Redemptions];
 
-    /// Rows under another version than `$1` after id `$2`, in id order, at
-    /// most `$3`, as `SealedRecord`s (kind and day as bound into the
-    /// associated data).
+    /// Rows under another version than `$1` after row key `$2`, in key
+    /// order, at most `$3`, as `SealedRecord`s (kind and day as bound into
+    /// the associated data).
     fn select_older(self) -> String {
         match self {
-            SealedTable::Records => "SELECT record_id, subject, kind, day, key_version, sealed FROM records \
-                 WHERE key_version <> $1 AND record_id > $2 ORDER BY record_id LIMIT $3"
+            SealedTable::Records => "SELECT seq, record_id, subject, kind, day, key_version, sealed FROM records \
+                 WHERE key_version <> $1 AND seq > $2 ORDER BY seq LIMIT $3"
                 .into(),
             SealedTable::Redemptions => format!(
-                "SELECT redemption_id AS record_id, subject, CAST('{}' AS TEXT) AS kind, day, key_version, sealed \
+                "SELECT CAST(NULL AS BIGINT) AS seq, redemption_id AS record_id, subject, \
+                 CAST('{}' AS TEXT) AS kind, day, key_version, sealed \
                  FROM redemptions WHERE key_version <> $1 AND redemption_id > $2 ORDER BY redemption_id LIMIT $3",
                 super::points::SEALED_KIND
             ),
         }
     }
 
-    /// Moves row `$3` from version `$4` to `$1` with ciphertext `$2`.
+    /// The row key before every row.
+    fn first_key(self) -> RowKey {
+        match self {
+            SealedTable::Records => RowKey::Seq(i64::MIN),
+            SealedTable::Redemptions => RowKey::Id(Vec::new()),
+        }
+    }
+
+    /// The row key of `row`, read by `select_older`.
+    fn key_of(self, row: &SealedRecord) -> Result<RowKey, StoreError> {
+        match self {
+            SealedTable::Records => row
+                .seq
+                .map(RowKey::Seq)
+                .ok_or_else(|| StoreError::Corrupt("a record has no sequence number".into())),
+            SealedTable::Redemptions => Ok(RowKey::Id(row.record_id.clone())),
+        }
+    }
+
+    /// Moves row `$3` (by row key) from version `$4` to `$1` with
+    /// ciphertext `$2`.
     fn update(self) -> &'static str {
         match self {
             SealedTable::Records => {
-                "UPDATE records SET key_version = $1, sealed = $2 WHERE record_id = $3 AND key_version = $4"
+                "UPDATE records SET key_version = $1, sealed = $2 WHERE seq = $3 AND key_version = $4"
             }
             SealedTable::Redemptions => {
                 "UPDATE redemptions SET key_version = $1, sealed = $2 WHERE redemption_id = $3 AND key_version = $4"
@@ -159,8 +180,30 @@ impl SealedTable {
     }
 }
 
+/// Where a re-seal is in a table: records by their sequence number,
+/// redemptions by their id.
+#[derive(Clone, Debug)]
+enum RowKey {
+    Seq(i64),
+    Id(Vec<u8>),
+}
+
+impl RowKey {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            RowKey::Seq(seq) => query.bind(*seq),
+            RowKey::Id(id) => query.bind(id.clone()),
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct SealedRecord {
+    /// Records only.
+    seq: Option<i64>,
     record_id: Vec<u8>,
     subject: Vec<u8>,
     kind: String,
@@ -399,7 +442,7 @@ impl Store {
         };
         let mut batches = 0;
         'tables: for table in SealedTable::ALL {
-            let mut after: Vec<u8> = Vec::new();
+            let mut after = table.first_key();
             loop {
                 if options.max_batches.is_some_and(|max| batches >= max) {
                     break 'tables;
@@ -426,16 +469,16 @@ impl Store {
         Ok(report)
     }
 
-    /// One batch after record id `after`, in one write transaction; the
-    /// last record id it looked at, or `None` when there was none.
+    /// One batch after row key `after`, in one write transaction; the
+    /// last row key it looked at, or `None` when there was none.
     async fn reseal_batch(
         &self,
         table: SealedTable,
         version: u32,
-        after: &[u8],
+        after: &RowKey,
         batch: usize,
         report: &mut ResealReport,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<RowKey>, StoreError> {
         let mut w = self.begin_write(self.today()).await?;
         // Another process may have rotated again: seal under the newest.
         let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM key_versions WHERE retired_on IS NULL")
@@ -448,13 +491,13 @@ impl Store {
             ));
         }
         let select = table.select_older();
-        let rows: Vec<SealedRecord> = sqlx::query_as(&select)
-            .bind(i64::from(version))
-            .bind(after.to_vec())
+        let rows: Vec<SealedRecord> = after
+            .bind(sqlx::query(&select).bind(i64::from(version)))
             .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .try_map(|row| SealedRecord::from_row(&row))
             .fetch_all(w.conn())
             .await?;
-        let Some(last) = rows.last().map(|r| r.record_id.clone()) else {
+        let Some(last) = rows.last().map(|r| table.key_of(r)).transpose()? else {
             w.rollback().await?;
             return Ok(None);
         };
@@ -561,10 +604,12 @@ impl Store {
         let sealed = sealing.seal(keys, &aad(keys.key_version), &plain);
         // The old version in the condition: a row another run moved already
         // is left alone, so nothing is sealed twice.
-        let moved = sqlx::query(table.update())
+        let update = sqlx::query(table.update())
             .bind(i64::from(keys.key_version))
-            .bind(sealed)
-            .bind(row.record_id.clone())
+            .bind(sealed);
+        let moved = table
+            .key_of(row)?
+            .bind(update)
             .bind(row.key_version)
             .execute(w.conn())
             .await?

@@ -38,6 +38,7 @@ fn schema() -> jsonschema::Validator {
 /// A stored record, as a backup would hold it.
 #[derive(Clone, Debug)]
 struct StoredRecord {
+    seq: i64,
     record_id: Vec<u8>,
     subject: Vec<u8>,
     kind: String,
@@ -48,7 +49,7 @@ struct StoredRecord {
 
 async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
     let db = app.raw_ledger().await;
-    sqlx::query("SELECT record_id, subject, kind, day, key_version, sealed FROM records")
+    sqlx::query("SELECT record_id, subject, kind, day, key_version, sealed, seq FROM records")
         .fetch_all(&db)
         .await
         .unwrap()
@@ -60,6 +61,7 @@ async fn copy_records(app: &TestApp) -> Vec<StoredRecord> {
             day: r.get(3),
             key_version: r.get(4),
             sealed: r.get(5),
+            seq: r.get(6),
         })
         .collect()
 }
@@ -435,13 +437,14 @@ async fn reshred_after_restoring_an_old_key_store(app: TestApp) {
     restore_key(&app, &old_key).await;
     let db = app.raw_ledger().await;
     for r in &backup {
-        sqlx::query("INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6, 0)")
+        sqlx::query("INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at, seq) VALUES ($1, 1, $2, $3, $4, $5, $6, 0, $7)")
             .bind(r.record_id.clone())
             .bind(r.subject.clone())
             .bind(r.kind.clone())
             .bind(r.day)
             .bind(r.key_version)
             .bind(r.sealed.clone())
+            .bind(r.seq)
             .execute(&db)
             .await
             .unwrap();

@@ -209,8 +209,8 @@ async fn rotation_reseals_resumably_then_retires_and_drops_old_keys(app: TestApp
     // The database refuses a record under the retired version.
     let db = app.raw_ledger().await;
     let write = sqlx::query(
-        "INSERT INTO records (record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) \
-         VALUES ($1, 1, $2, 'walking', 1, 1, $3, 0)",
+        "INSERT INTO records (seq, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) \
+         VALUES (1000000, $1, 1, $2, 'walking', 1, 1, $3, 0)",
     )
     .bind(vec![7u8; 16])
     .bind(vec![7u8; 32])

@@ -12,8 +12,11 @@ use crate::store::sql::{insert_rows, select_in, Arg};
 use crate::store::{Engine, StoreError};
 use time::{Date, Month};
 
-/// A sealed record: only its kind and day are in clear.
+/// A sealed record: only its kind and day are in clear. Keyed by the
+/// sequence number of the audit entry that records it, so that records
+/// append at the end of their table whatever their random ids.
 struct RecordRow {
+    seq: u64,
     record_id: [u8; 16],
     tenant: i64,
     subject: SubjectRef,
@@ -26,7 +29,8 @@ struct RecordRow {
 
 impl RecordRow {
     const TABLE: &str = "records";
-    const COLUMNS: [&str; 8] = [
+    const COLUMNS: [&str; 9] = [
+        "seq",
         "record_id",
         "tenant_id",
         "subject",
@@ -39,6 +43,7 @@ impl RecordRow {
 
     fn values(self) -> Vec<Arg> {
         vec![
+            Arg::Int(self.seq as i64),
             Arg::Blob(self.record_id.to_vec()),
             Arg::Int(self.tenant),
             Arg::Blob(self.subject.as_bytes().to_vec()),
@@ -66,10 +71,11 @@ struct LedgerRow {
 
 impl LedgerRow {
     const TABLE: &str = "ledger_entries";
-    const COLUMNS: [&str; 14] = [
+    const COLUMNS: [&str; 15] = [
         "tenant_id",
         "subject",
         "record_id",
+        "record_seq",
         "kind",
         "variant",
         "day",
@@ -89,6 +95,8 @@ impl LedgerRow {
             Arg::Int(self.tenant),
             Arg::Blob(self.subject.as_bytes().to_vec()),
             Arg::Blob(self.record_id.to_vec()),
+            // The record's key (`RecordRow::seq`).
+            Arg::Int(self.receipt.audit_seq as i64),
             Arg::Text(self.kind),
             Arg::Text(self.variant),
             Arg::Int(self.day.into()),
@@ -286,6 +294,7 @@ impl BatchRows {
         *used = (used.0 + i64::from(reported_mg > 0), used.1 + reported_mg);
         self.records.push(
             RecordRow {
+                seq: receipt.audit_seq,
                 record_id: receipt.record_id.0,
                 tenant,
                 subject,
