@@ -440,7 +440,7 @@ mod tests {
         }
         assert_eq!(joined.len(), 4);
         seqs.sort_unstable();
-        assert_eq!(seqs, [1, 2, 3], "numbered from 1 in the order written");
+        assert_eq!(seqs, [-3, -2, -1], "numbered apart from every audit sequence number");
 
         let index_named = match postgres {
             true => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = $1",
@@ -450,6 +450,7 @@ mod tests {
             ("ledger_by_record", 0),
             ("ledger_by_record_seq", 1),
             ("records_by_subject", 1),
+            ("records_by_day", 1),
         ] {
             let n: i64 = sqlx::query_scalar(index_named)
                 .bind(index)
@@ -477,6 +478,23 @@ mod tests {
         insert(1).execute(&pool).await.unwrap();
         let taken = insert(1).execute(&pool).await;
         assert!(taken.is_err(), "a sequence number is a record's key");
+        let resealed = sqlx::query("UPDATE records SET key_version = 2 WHERE seq = 10")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(
+            resealed.to_string().contains("retired or unknown root key version"),
+            "{resealed}"
+        );
+        // One person's record ids are unique: the listing's cursor is one.
+        let twin = sqlx::query(
+            "INSERT INTO records (seq, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at) \
+             SELECT 11, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at FROM records \
+             WHERE seq = 10",
+        )
+        .execute(&pool)
+        .await;
+        assert!(twin.is_err(), "a record id twice for one person and day");
 
         pool.close().await;
         database.remove().await;

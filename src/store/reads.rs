@@ -98,6 +98,10 @@ fn totals_sql(group: &str, behaviours_only: bool) -> String {
 #[derive(sqlx::FromRow)]
 struct SealedRow {
     record_id: Vec<u8>,
+    /// The record id its ledger line names: the join is by sequence
+    /// number, which the associated data does not bind, so a line paired
+    /// with another record by an edit is caught here.
+    line_record_id: Option<Vec<u8>>,
     key_version: i64,
     sealed: Vec<u8>,
     kind: String,
@@ -201,7 +205,8 @@ impl Store {
             (i64::from(d.days()), id.0.to_vec())
         });
         let rows = sqlx::query_as::<_, SealedRow>(
-            "SELECT r.record_id, r.key_version, r.sealed, r.kind, r.day, l.reduction_mg, l.points, \
+            "SELECT r.record_id, l.record_id AS line_record_id, r.key_version, r.sealed, r.kind, r.day, \
+             l.reduction_mg, l.points, \
              l.methodology_version, l.capped \
              FROM records r JOIN ledger_entries l ON l.record_seq = r.seq \
              WHERE r.tenant_id = $1 AND r.subject = $2 AND (r.day, r.record_id) < ($3, $4) \
@@ -219,6 +224,9 @@ impl Store {
         let mut records = Vec::with_capacity(rows.len().min(limit as usize));
         for row in rows.into_iter().take(limit as usize) {
             let record_id = RecordId::from_stored(&row.record_id)?;
+            if row.line_record_id.as_deref() != Some(row.record_id.as_slice()) {
+                return Err(StoreError::Integrity);
+            }
             let key_version = u32::try_from(row.key_version).map_err(|_| StoreError::Integrity)?;
             if !keys.opens(key_version) {
                 // Sealed by another server under a version this one has

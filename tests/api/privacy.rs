@@ -363,6 +363,42 @@ async fn clear_columns_are_bound_to_the_ciphertext(app: TestApp) {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A ledger line finds its record by the record's sequence number, which
+/// the associated data does not bind: swapping two records' numbers would
+/// pair each with the other's figures, and is caught instead.
+async fn a_line_paired_with_another_record_fails_to_open(app: TestApp) {
+    app.post_enrolled(&batch(vec![
+        event("s-1", "mira", "clean_plate", json!({})),
+        event("s-2", "mira", "paperless_bill", json!({})),
+    ]))
+    .await;
+    let (status, _) = app.get("/v1/subjects/mira/records").await;
+    assert_eq!(status, StatusCode::OK);
+    let db = app.raw_ledger().await;
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM records ORDER BY seq")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(seqs.len(), 2);
+    for (from, to) in [(seqs[0], -1), (seqs[1], seqs[0]), (-1, seqs[1])] {
+        sqlx::query("UPDATE records SET seq = $1 WHERE seq = $2")
+            .bind(to)
+            .bind(from)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    let (status, body) = app.get("/v1/subjects/mira/records").await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("urn:carbon-ledger:problem:record-integrity")
+        )
+    );
+    assert!(body.get("records").is_none());
+}
+
 /// With a key store URL, the salts live in a database of their own: a copy
 /// of the ledger database holds none. The two name each other, so opening
 /// the ledger without its key store is refused.
@@ -456,6 +492,7 @@ async fn the_key_store_can_live_in_its_own_database(app: TestApp) {
 
 on_both_engines!(
     clear_columns_are_bound_to_the_ciphertext,
+    a_line_paired_with_another_record_fails_to_open,
     the_key_store_can_live_in_its_own_database
 );
 

@@ -4,12 +4,15 @@
 -- ledger lines' index of it): the ledger slowed down as it filled. A
 -- record's `seq` is now the sequence number of the audit entry that
 -- records it, so new records and their ledger lines' references to them
--- both append at the end of their indexes. Records from before keep their
--- row number, which is below any later entry's sequence number (each
--- record was written with an entry of its own, after a consent's), so no
--- number is ever used twice. The record id seen outside stays 128 random
--- bits, bound into the sealed record's associated data; nothing looks a
--- record up by it any more, so it needs no index of its own.
+-- both append at the end of their indexes. Records from before are
+-- numbered by their row number, negated: apart from every audit sequence
+-- number (from 1 up) by construction, and recognisable. The record id seen
+-- outside stays 128 random bits, bound into the sealed record's associated
+-- data; nothing looks a record up by it alone any more, so its index is the
+-- person's (unique there, which the listing's cursor relies on).
+-- Upgrading rewrites both tables in one transaction; a record inserted
+-- without `seq` (by hand) would be given the next number, which the next
+-- recorded event then refuses to reuse: insert records with their `seq`.
 CREATE TABLE records_by_seq (
     seq         INTEGER PRIMARY KEY,
     record_id   BLOB    NOT NULL,
@@ -22,11 +25,11 @@ CREATE TABLE records_by_seq (
     created_at  INTEGER NOT NULL
 );
 INSERT INTO records_by_seq (seq, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at)
-SELECT rowid, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at FROM records;
+SELECT -rowid, record_id, tenant_id, subject, kind, day, key_version, sealed, created_at FROM records;
 
 ALTER TABLE ledger_entries ADD COLUMN record_seq INTEGER;
 UPDATE ledger_entries
-SET record_seq = (SELECT records.rowid FROM records WHERE records.record_id = ledger_entries.record_id)
+SET record_seq = (SELECT -records.rowid FROM records WHERE records.record_id = ledger_entries.record_id)
 WHERE record_id IS NOT NULL;
 DROP INDEX ledger_by_record;
 CREATE INDEX ledger_by_record_seq ON ledger_entries (record_seq);
@@ -35,7 +38,7 @@ CREATE INDEX ledger_by_record_seq ON ledger_entries (record_seq);
 -- on the new one as they were.
 DROP TABLE records;
 ALTER TABLE records_by_seq RENAME TO records;
-CREATE INDEX records_by_subject ON records (tenant_id, subject, day, record_id);
+CREATE UNIQUE INDEX records_by_subject ON records (tenant_id, subject, day, record_id);
 CREATE INDEX records_by_day ON records (day);
 CREATE TRIGGER records_sealed_under_a_live_key BEFORE INSERT ON records
 WHEN NOT EXISTS (SELECT 1 FROM key_versions WHERE version = NEW.key_version AND retired_on IS NULL)

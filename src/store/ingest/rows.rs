@@ -14,7 +14,8 @@ use time::{Date, Month};
 
 /// A sealed record: only its kind and day are in clear. Keyed by the
 /// sequence number of the audit entry that records it, so that records
-/// append at the end of their table whatever their random ids.
+/// append at the end of their table whatever their random ids (records
+/// from before migration 15 have negative numbers instead).
 struct RecordRow {
     seq: u64,
     record_id: [u8; 16],
