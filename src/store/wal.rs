@@ -27,11 +27,16 @@ use std::time::Duration;
 
 use sqlx::AnyPool;
 
-/// How often the log is checkpointed.
-const INTERVAL: Duration = Duration::from_millis(250);
+/// How often the log is checkpointed. A batch dirties its people's pages
+/// in half a dozen per-person indexes, and the next batches mostly the same
+/// pages again: two seconds of batches are copied into the database once,
+/// where every quarter second copied each page about once per batch
+/// (docs/performance.md, fifth round).
+const INTERVAL: Duration = Duration::from_millis(2000);
 
-/// The log size past which a checkpoint holds writers off to finish.
-pub(super) const RESTART_BYTES: u64 = 32 * 1024 * 1024;
+/// The log size past which a checkpoint holds writers off to finish: room
+/// for a few intervals of batches.
+pub(super) const RESTART_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Aborts the checkpointer when the store goes.
 pub(super) struct Checkpointer(tokio::task::AbortHandle);
