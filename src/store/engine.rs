@@ -301,7 +301,7 @@ pub(super) async fn sqlite_pool(path: &Path, checkpoints: Checkpoints) -> Result
                 conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                     .await?;
                 if checkpoints == Checkpoints::InBackground {
-                    let limit = super::wal::RESTART_BYTES;
+                    let limit = super::wal::FILE_LIMIT_BYTES;
                     conn.execute(
                         format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {limit}").as_str(),
                     )

@@ -14,8 +14,8 @@
 //!   restarts the log from its beginning only when one has: so once the log
 //!   passes `RESTART_BYTES`, the checkpoint runs once more holding the
 //!   store's write lock, so the next writer restarts the log and
-//!   `journal_size_limit` cuts the file back (the copying is mostly done by
-//!   then, so writers wait for little). A reader holding an old snapshot
+//!   `journal_size_limit` cuts the file back to `FILE_LIMIT_BYTES` (the
+//!   copying is mostly done by then, so writers wait for little). A reader holding an old snapshot
 //!   (a long export) still keeps the log from restarting until it ends, as
 //!   with SQLite's own checkpoints.
 //!
@@ -34,9 +34,17 @@ use sqlx::AnyPool;
 /// (docs/performance.md, fifth round).
 const INTERVAL: Duration = Duration::from_millis(2000);
 
-/// The log size past which a checkpoint holds writers off to finish: room
-/// for a few intervals of batches.
+/// The log size past which a checkpoint holds writers off to finish. Under
+/// sustained batches the log grows by tens of MiB per interval, so it is
+/// restarted every second interval or so, and the file may pass this
+/// size by an interval's writes before it is.
 pub(super) const RESTART_BYTES: u64 = 128 * 1024 * 1024;
+
+/// What `journal_size_limit` cuts the log file back to once it restarts:
+/// no more than before the interval grew, so the stale page copies a
+/// restarted log may keep in its file (after a deletion whose truncating
+/// flush gave up) are bounded as they were.
+pub(super) const FILE_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Aborts the checkpointer when the store goes.
 pub(super) struct Checkpointer(tokio::task::AbortHandle);
