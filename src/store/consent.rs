@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::access::{Audited, Committed, Enrol, SubjectRead, SubjectTx};
 use super::sql::{select_in, Arg, Params};
+use super::wal::Log;
 use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, ReadScope, UnlinkReason};
 use crate::crypto::SubjectRef;
@@ -324,7 +325,7 @@ impl Store {
     async fn consent_change(&self, purpose: Purpose, granted: bool, done: Committed<(u64, i64)>) -> ConsentChange {
         let (records_deleted, points_kept) = done.value;
         if records_deleted > 0 {
-            self.flush_deleted_pages(&[&self.ledger]).await;
+            self.flush_deleted_pages(&[Log::Ledger]).await;
         }
         ConsentChange {
             purpose,

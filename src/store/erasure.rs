@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::access::AccessTx;
 use super::sql::{execute_in, select_in, Arg};
+use super::wal::Log;
 use super::{Access, Store, StoreError, SubjectHandle, WriteTx};
 use crate::audit::{Action, AuditEntry, ErasureCounts, UnlinkReason};
 use crate::crypto::SubjectRef;
@@ -222,7 +223,7 @@ impl Store {
         self.shred(&key_id).await?;
         // The salt leaves the key store's files now, not at the next
         // automatic checkpoint.
-        self.flush_deleted_pages(&[&self.keys]).await;
+        self.flush_deleted_pages(&[Log::Keys]).await;
         self.purge_wanted.notify_one();
         Ok(receipt)
     }
@@ -278,7 +279,7 @@ impl Store {
                 // failed, or the process stopped): shredding is always
                 // right once the erasure is logged, so do it here.
                 if self.shred(key_id).await? > 0 {
-                    self.flush_deleted_pages(&[&self.keys]).await;
+                    self.flush_deleted_pages(&[Log::Keys]).await;
                 }
                 loop {
                     let (rows, done) = self.purge_chunk(key_id, *tenant, subject).await?;
@@ -293,7 +294,7 @@ impl Store {
             }
         }
         if purged > 0 {
-            self.flush_deleted_pages(&[&self.ledger]).await;
+            self.flush_deleted_pages(&[Log::Ledger]).await;
         }
         Ok(purged)
     }
@@ -490,7 +491,7 @@ impl Store {
         .await?;
         w.append(None, Action::OrphansPurged { rows });
         w.commit().await?;
-        self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
+        self.flush_deleted_pages(&[Log::Ledger, Log::Keys]).await;
         Ok(rows)
     }
 }

@@ -244,6 +244,8 @@ pub struct Store {
     _wal: Option<wal::Checkpointer>,
     /// Held around each checkpoint of the ledger's log (see `wal::start`).
     checkpointing: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: logs a deletion's flush could not empty yet (see `wal`).
+    owed_flushes: Arc<wal::OwedFlushes>,
     /// Woken after each erasure: its rows wait for `purge_erased`.
     purge_wanted: tokio::sync::Notify,
     /// `purge_erased` runs under way.
@@ -404,8 +406,16 @@ impl Store {
         let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let checkpointing = Arc::new(tokio::sync::Mutex::new(()));
-        let wal = (pools.engine == Engine::Sqlite)
-            .then(|| wal::start(pools.ledger.clone(), write_lock.clone(), checkpointing.clone()));
+        let owed_flushes = Arc::new(wal::OwedFlushes::after_start());
+        let wal = (pools.engine == Engine::Sqlite).then(|| {
+            wal::start(wal::Checkpointing {
+                ledger: pools.ledger.clone(),
+                keys: pools.keys.clone(),
+                write_lock: write_lock.clone(),
+                checkpointing: checkpointing.clone(),
+                owed: owed_flushes.clone(),
+            })
+        });
         let store = Store {
             signer,
             ledger: pools.ledger,
@@ -418,6 +428,7 @@ impl Store {
             write_lock,
             _wal: wal,
             checkpointing,
+            owed_flushes,
             purge_wanted: tokio::sync::Notify::new(),
             purges_running: std::sync::atomic::AtomicUsize::new(0),
             export_slots: Arc::new(tokio::sync::Semaphore::new(EXPORT_SLOTS)),

@@ -1,11 +1,10 @@
 //! Retention: every read hides data past its period (`Cutoffs`), and the
 //! sweeper purges it.
 
-use sqlx::{AnyPool, Executor};
 use time::Duration;
 
-use super::engine::SQLITE_BUSY_TIMEOUT_MS;
 use super::today::Today;
+use super::wal::{self, Log};
 use super::{audit_log, Engine, Store, StoreError};
 use crate::audit::{Action, SweepCounts};
 use crate::policy::DataClass;
@@ -81,7 +80,7 @@ impl Store {
             .await?;
         let seq = w.append(None, Action::RetentionSwept(counts));
         w.commit().await?;
-        self.flush_deleted_pages(&[&self.ledger, &self.keys]).await;
+        self.flush_deleted_pages(&[Log::Ledger, Log::Keys]).await;
         // Rows whose key is gone are unreadable: those of erasures whose
         // purge has not finished, and any a crash or a restore left behind.
         self.purge_erased().await?;
@@ -94,56 +93,23 @@ impl Store {
         Ok((counts, seq))
     }
 
-    /// On SQLite, copies the WAL into the database (whose freed pages
-    /// `secure_delete` zeroes) and truncates it, so purged rows leave the
-    /// files at once instead of at the next automatic checkpoint.
-    ///
-    /// A truncating checkpoint waits for readers and holds off writers
-    /// while it waits, so it waits only briefly: with a long reader (a
-    /// streaming export) it gives up, and a later flush or the background
-    /// checkpoints (`wal`) move the pages. Runs after the deletion committed, so a
-    /// failure is logged, not returned.
-    pub(super) async fn flush_deleted_pages(&self, pools: &[&AnyPool]) {
+    /// On SQLite, empties the logs of `logs` into their databases (whose
+    /// freed pages `secure_delete` zeroes), so purged rows leave the files
+    /// at once, or, if a reader holds a log, once it ends (`wal::flush_or_owe`).
+    /// Runs after the deletion committed, so a failure is logged, not returned.
+    pub(super) async fn flush_deleted_pages(&self, logs: &[Log]) {
         if self.engine != Engine::Sqlite {
             return;
         }
         // One checkpoint at a time: the background one would make this
         // one fail at once.
         let _one = self.checkpointing.lock().await;
-        for pool in pools {
-            let mut conn = match pool.acquire().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion");
-                    continue;
-                }
+        for &log in logs {
+            let pool = match log {
+                Log::Ledger => &self.ledger,
+                Log::Keys => &self.keys,
             };
-            let lowered = conn
-                .execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
-                .await;
-            let flushed = match lowered {
-                Ok(_) => {
-                    sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
-                        .fetch_one(&mut *conn)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            let restored = conn
-                .execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
-                .await;
-            if restored.is_err() {
-                // Never pool a connection whose writers would give up early.
-                let _ = conn.close().await;
-            }
-            match flushed {
-                Ok(0) => {}
-                Ok(_) => tracing::info!("a reader held the WAL; deleted pages leave it at a later checkpoint"),
-                Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL after a deletion"),
-            }
+            wal::flush_or_owe(pool, log, &self.owed_flushes).await;
         }
     }
 }
-
-/// How long a truncating checkpoint waits for readers.
-const CHECKPOINT_WAIT_MS: u32 = 200;

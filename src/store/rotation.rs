@@ -19,6 +19,7 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, FromRow, Row};
 
 use super::sql::{select_in, Arg};
+use super::wal::Log;
 use super::{RecordSealing, Store, StoreError, WriteTx};
 use crate::audit::Action;
 use crate::crypto::{Keyring, RecordAad, RootKey, SubjectKeys, SubjectRef, SubjectSalt};
@@ -460,7 +461,7 @@ impl Store {
         }
         if report.resealed > 0 {
             // On SQLite, the old ciphertext leaves the files now.
-            self.flush_deleted_pages(&[&self.ledger]).await;
+            self.flush_deleted_pages(&[Log::Ledger]).await;
         }
         report.remaining = self.records_to_reseal().await?;
         if report.remaining == 0 {

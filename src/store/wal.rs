@@ -17,15 +17,24 @@
 //!   `journal_size_limit` cuts the file back to `FILE_LIMIT_BYTES` (the
 //!   copying is mostly done by then, so writers wait for little). A reader holding an old snapshot
 //!   (a long export) still keeps the log from restarting until it ends, as
-//!   with SQLite's own checkpoints.
+//!   with SQLite's own checkpoints;
+//! - a deletion empties the log file at once (`flush_or_owe`, which the
+//!   store calls after it commits), so that no old copy of a deleted row's
+//!   page stays in it; when a reader holds the log, the flush is owed and
+//!   retried every `INTERVAL` until it succeeds. Deleted rows leave the log
+//!   file within an interval of the last reader's end, whatever the file's
+//!   size.
 //!
 //! Durability is unchanged: a commit still syncs the log (`synchronous =
 //! FULL`) before it is acknowledged.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Executor};
+
+use super::engine::SQLITE_BUSY_TIMEOUT_MS;
 
 /// How often the log is checkpointed. A batch dirties its people's pages
 /// in half a dozen per-person indexes, and the next batches mostly the same
@@ -41,10 +50,105 @@ const INTERVAL: Duration = Duration::from_millis(2000);
 pub(super) const RESTART_BYTES: u64 = 128 * 1024 * 1024;
 
 /// What `journal_size_limit` cuts the log file back to once it restarts:
-/// no more than before the interval grew, so the stale page copies a
-/// restarted log may keep in its file (after a deletion whose truncating
-/// flush gave up) are bounded as they were.
-pub(super) const FILE_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
+/// above what the log reaches between two restarts, so the file is reused
+/// instead of cut and grown again. Cutting a file of some 200 MiB back to
+/// 32 MiB took the next commit tens of milliseconds (single events' worst
+/// service time about 100 ms, against under 60 without the cut:
+/// docs/performance.md, sixth round). The file's size no longer bounds
+/// what it keeps of deleted rows: owed flushes do (`OwedFlushes`).
+pub(super) const FILE_LIMIT_BYTES: u64 = 2 * RESTART_BYTES;
+
+/// A database whose log a deletion flushes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Log {
+    Ledger,
+    Keys,
+}
+
+/// The logs whose flush after a deletion is owed: a reader held them, so
+/// their files may still hold old copies of deleted rows' pages. The
+/// checkpointer retries each tick until the flush succeeds.
+#[derive(Default)]
+pub(super) struct OwedFlushes {
+    ledger: AtomicBool,
+    keys: AtomicBool,
+}
+
+impl OwedFlushes {
+    /// Both owed: a crash between a deletion's commit and its flush leaves
+    /// the old pages in the log, so a starting store flushes once.
+    pub(super) fn after_start() -> Self {
+        Self {
+            ledger: AtomicBool::new(true),
+            keys: AtomicBool::new(true),
+        }
+    }
+
+    fn flag(&self, log: Log) -> &AtomicBool {
+        match log {
+            Log::Ledger => &self.ledger,
+            Log::Keys => &self.keys,
+        }
+    }
+
+    pub(super) fn is_owed(&self, log: Log) -> bool {
+        self.flag(log).load(Ordering::SeqCst)
+    }
+}
+
+/// Empties `log`'s file after a deletion committed: copies the log into
+/// the database (whose freed pages `secure_delete` zeroes) and truncates
+/// it. A truncating checkpoint waits for readers and holds off writers
+/// while it waits, so it waits only briefly: with a long reader (a
+/// streaming export) it gives up and the flush is owed to the
+/// checkpointer. The caller holds the checkpointing lock (SQLite runs one
+/// checkpoint at a time and fails another at once). A failure is logged:
+/// the deletion has committed.
+pub(super) async fn flush_or_owe(pool: &AnyPool, log: Log, owed: &OwedFlushes) {
+    match truncate(pool).await {
+        Ok(true) => owed.flag(log).store(false, Ordering::SeqCst),
+        Ok(false) => {
+            owed.flag(log).store(true, Ordering::SeqCst);
+            tracing::info!(
+                ?log,
+                "a reader held the WAL; deleted pages leave it once the reader ends"
+            );
+        }
+        Err(e) => {
+            owed.flag(log).store(true, Ordering::SeqCst);
+            tracing::warn!(error = %e, ?log, "could not checkpoint the WAL after a deletion; retrying");
+        }
+    }
+}
+
+/// A truncating checkpoint that waits at most `CHECKPOINT_WAIT_MS` for
+/// readers; true if it emptied the log.
+async fn truncate(pool: &AnyPool) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let lowered = conn
+        .execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
+        .await;
+    let flushed = match lowered {
+        Ok(_) => {
+            sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let restored = conn
+        .execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+        .await;
+    if restored.is_err() {
+        // Never pool a connection whose writers would give up early.
+        let _ = conn.close().await;
+    }
+    // The first column is 1 when readers or writers kept it from finishing.
+    Ok(flushed? == 0)
+}
+
+/// How long a truncating checkpoint waits for readers.
+const CHECKPOINT_WAIT_MS: u32 = 200;
 
 /// Aborts the checkpointer when the store goes.
 pub(super) struct Checkpointer(tokio::task::AbortHandle);
@@ -55,20 +159,46 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Starts checkpointing the ledger database through `pool`.
-/// `checkpointing` is held around each checkpoint: SQLite runs one at a
-/// time and fails another at once, so the store's truncating flush after a
-/// deletion takes it too instead of giving up.
-pub(super) fn start(
-    pool: AnyPool,
-    write_lock: Arc<tokio::sync::Mutex<()>>,
-    checkpointing: Arc<tokio::sync::Mutex<()>>,
-) -> Checkpointer {
+/// The databases the checkpointer looks after, and the locks it shares
+/// with the store.
+pub(super) struct Checkpointing {
+    pub ledger: AnyPool,
+    pub keys: AnyPool,
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held around each checkpoint: SQLite runs one at a time and fails
+    /// another at once, so the store's truncating flush after a deletion
+    /// takes it too instead of giving up.
+    pub checkpointing: Arc<tokio::sync::Mutex<()>>,
+    pub owed: Arc<OwedFlushes>,
+}
+
+/// Starts checkpointing the ledger database, and retrying owed flushes of
+/// both databases.
+pub(super) fn start(with: Checkpointing) -> Checkpointer {
+    let Checkpointing {
+        ledger: pool,
+        keys,
+        write_lock,
+        checkpointing,
+        owed,
+    } = with;
     let task = tokio::spawn(async move {
         let mut ticks = tokio::time::interval(INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !pool.is_closed() {
             ticks.tick().await;
+            for (log, log_pool) in [(Log::Ledger, &pool), (Log::Keys, &keys)] {
+                if owed.is_owed(log) && !log_pool.is_closed() {
+                    // Writers wait here rather than in SQLite's busy handler
+                    // while the flush waits for readers.
+                    let _held = write_lock.lock().await;
+                    let _one = checkpointing.lock().await;
+                    if let Ok(true) = truncate(log_pool).await {
+                        owed.flag(log).store(false, Ordering::SeqCst);
+                        tracing::debug!(?log, "an owed WAL flush is done");
+                    }
+                }
+            }
             let result = async {
                 let log_bytes = {
                     let _one = checkpointing.lock().await;
@@ -144,11 +274,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(rows_in_main_file(&path).await, 0, "nothing checkpointed on commit");
-        let _task = start(
-            pool.clone(),
-            Arc::new(tokio::sync::Mutex::new(())),
-            Arc::new(tokio::sync::Mutex::new(())),
-        );
+        let _task = start(checkpointing(&pool, &pool, Arc::default()));
         let mut seen = 0;
         for _ in 0..40 {
             tokio::time::sleep(INTERVAL).await;
@@ -158,5 +284,77 @@ mod tests {
             }
         }
         assert_eq!(seen, 20, "the task checkpointed the log");
+    }
+
+    fn checkpointing(ledger: &AnyPool, keys: &AnyPool, owed: Arc<OwedFlushes>) -> Checkpointing {
+        Checkpointing {
+            ledger: ledger.clone(),
+            keys: keys.clone(),
+            write_lock: Arc::default(),
+            checkpointing: Arc::default(),
+            owed,
+        }
+    }
+
+    fn file_holds(path: &std::path::Path, needle: &[u8]) -> bool {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A deletion's flush that a reader holds off is owed, and the
+    /// checkpointer empties the log once the reader ends: the deleted row's
+    /// bytes leave both files, however large the log file may grow.
+    #[tokio::test]
+    async fn a_flush_a_reader_held_off_is_retried_until_the_log_is_empty() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, keys_path) = (dir.path().join("ledger.db"), dir.path().join("keys.db"));
+        let wal_path = dir.path().join("ledger.db-wal");
+        let pool = sqlite_pool(&path, Checkpoints::InBackground).await.unwrap();
+        let keys = sqlite_pool(&keys_path, Checkpoints::OnCommit).await.unwrap();
+        let marker = b"a row that is deleted and must leave the files";
+        sqlx::query("CREATE TABLE t (v BLOB)").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(marker.to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        // A reader's snapshot still shows the row while it is deleted.
+        let mut reader = pool.acquire().await.unwrap();
+        reader.execute("BEGIN").await.unwrap();
+        let shown: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        assert_eq!(shown, 1);
+        sqlx::query("DELETE FROM t").execute(&pool).await.unwrap();
+
+        let owed = Arc::new(OwedFlushes::default());
+        flush_or_owe(&pool, Log::Ledger, &owed).await;
+        assert!(owed.is_owed(Log::Ledger), "the reader held the flush off");
+        assert!(!owed.is_owed(Log::Keys));
+        assert!(file_holds(&wal_path, marker), "the log still holds the row's old page");
+
+        let _task = start(checkpointing(&pool, &keys, owed.clone()));
+        // Still held: the checkpointer retries and leaves the flush owed.
+        tokio::time::sleep(INTERVAL + INTERVAL / 2).await;
+        assert!(owed.is_owed(Log::Ledger));
+        reader.execute("COMMIT").await.unwrap();
+        drop(reader);
+
+        for _ in 0..20 {
+            if !owed.is_owed(Log::Ledger) {
+                break;
+            }
+            tokio::time::sleep(INTERVAL / 4).await;
+        }
+        assert!(!owed.is_owed(Log::Ledger), "the checkpointer flushed the log");
+        assert_eq!(std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0), 0);
+        assert!(!file_holds(&wal_path, marker));
+        assert!(
+            !file_holds(&path, marker),
+            "secure_delete zeroed the row in the database file"
+        );
     }
 }
