@@ -242,7 +242,7 @@ pub struct Store {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     /// SQLite: checkpoints the ledger's log off the write path.
     _wal: Option<wal::Checkpointer>,
-    /// Held around each checkpoint of the ledger's log (see `wal::start`).
+    /// Held around each checkpoint of either database's log (see `wal::start`).
     checkpointing: Arc<tokio::sync::Mutex<()>>,
     /// SQLite: logs a deletion's flush could not empty yet (see `wal`).
     owed_flushes: Arc<wal::OwedFlushes>,
@@ -406,7 +406,10 @@ impl Store {
         let signer = NoteSigner::from_seed(&origin, &root.audit_signing_seed());
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let checkpointing = Arc::new(tokio::sync::Mutex::new(()));
-        let owed_flushes = Arc::new(wal::OwedFlushes::after_start());
+        let owed_flushes = Arc::new(match pools.engine {
+            Engine::Sqlite => wal::OwedFlushes::after_start(),
+            Engine::Postgres => wal::OwedFlushes::default(),
+        });
         let wal = (pools.engine == Engine::Sqlite).then(|| {
             wal::start(wal::Checkpointing {
                 ledger: pools.ledger.clone(),

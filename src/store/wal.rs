@@ -22,8 +22,8 @@
 //!   store calls after it commits), so that no old copy of a deleted row's
 //!   page stays in it; when a reader holds the log, the flush is owed and
 //!   retried every `INTERVAL` until it succeeds. Deleted rows leave the log
-//!   file within an interval of the last reader's end, whatever the file's
-//!   size.
+//!   file within an interval of the first moment no reader holds it,
+//!   whatever the file's size.
 //!
 //! Durability is unchanged: a commit still syncs the log (`synchronous =
 //! FULL`) before it is acknowledged.
@@ -105,7 +105,7 @@ impl OwedFlushes {
 /// checkpoint at a time and fails another at once). A failure is logged:
 /// the deletion has committed.
 pub(super) async fn flush_or_owe(pool: &AnyPool, log: Log, owed: &OwedFlushes) {
-    match truncate(pool).await {
+    match truncate(pool, CHECKPOINT_WAIT_MS).await {
         Ok(true) => owed.flag(log).store(false, Ordering::SeqCst),
         Ok(false) => {
             owed.flag(log).store(true, Ordering::SeqCst);
@@ -121,13 +121,11 @@ pub(super) async fn flush_or_owe(pool: &AnyPool, log: Log, owed: &OwedFlushes) {
     }
 }
 
-/// A truncating checkpoint that waits at most `CHECKPOINT_WAIT_MS` for
-/// readers; true if it emptied the log.
-async fn truncate(pool: &AnyPool) -> Result<bool, sqlx::Error> {
+/// A truncating checkpoint that waits at most `wait_ms` for readers; true
+/// if it emptied the log.
+async fn truncate(pool: &AnyPool, wait_ms: u32) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let lowered = conn
-        .execute(format!("PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}").as_str())
-        .await;
+    let lowered = conn.execute(format!("PRAGMA busy_timeout = {wait_ms}").as_str()).await;
     let flushed = match lowered {
         Ok(_) => {
             sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -147,8 +145,11 @@ async fn truncate(pool: &AnyPool) -> Result<bool, sqlx::Error> {
     Ok(flushed? == 0)
 }
 
-/// How long a truncating checkpoint waits for readers.
+/// How long a deletion's truncating checkpoint waits for readers.
 const CHECKPOINT_WAIT_MS: u32 = 200;
+
+/// How long an owed flush's retry waits for them.
+const RETRY_WAIT_MS: u32 = 10;
 
 /// Aborts the checkpointer when the store goes.
 pub(super) struct Checkpointer(tokio::task::AbortHandle);
@@ -187,18 +188,6 @@ pub(super) fn start(with: Checkpointing) -> Checkpointer {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !pool.is_closed() {
             ticks.tick().await;
-            for (log, log_pool) in [(Log::Ledger, &pool), (Log::Keys, &keys)] {
-                if owed.is_owed(log) && !log_pool.is_closed() {
-                    // Writers wait here rather than in SQLite's busy handler
-                    // while the flush waits for readers.
-                    let _held = write_lock.lock().await;
-                    let _one = checkpointing.lock().await;
-                    if let Ok(true) = truncate(log_pool).await {
-                        owed.flag(log).store(false, Ordering::SeqCst);
-                        tracing::debug!(?log, "an owed WAL flush is done");
-                    }
-                }
-            }
             let result = async {
                 let log_bytes = {
                     let _one = checkpointing.lock().await;
@@ -216,6 +205,30 @@ pub(super) fn start(with: Checkpointing) -> Checkpointer {
                 // The next tick tries again; a closed pool ends the loop.
                 if !pool.is_closed() {
                     tracing::warn!(error = %e, "a WAL checkpoint failed");
+                }
+            }
+            // After the passive checkpoint, so little is left to copy while
+            // writers wait.
+            for (log, log_pool) in [(Log::Ledger, &pool), (Log::Keys, &keys)] {
+                if !owed.is_owed(log) || log_pool.is_closed() {
+                    continue;
+                }
+                // Ledger writers wait here rather than in SQLite's busy
+                // handler; the keys database's writers do not take this lock.
+                let _held = match log {
+                    Log::Ledger => Some(write_lock.lock().await),
+                    Log::Keys => None,
+                };
+                let _one = checkpointing.lock().await;
+                // Without waiting for readers: a retry while an export
+                // holds the log would otherwise hold writers off each tick.
+                match truncate(log_pool, RETRY_WAIT_MS).await {
+                    Ok(true) => {
+                        owed.flag(log).store(false, Ordering::SeqCst);
+                        tracing::debug!(?log, "an owed WAL flush is done");
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, ?log, "an owed WAL flush failed; retrying"),
                 }
             }
         }
